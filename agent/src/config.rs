@@ -1,0 +1,365 @@
+//! The agent's configuration: a TOML file, overridden by `WBH_*` environment variables.
+//!
+//! This is the only module that reads the environment. A bad value is reported as one
+//! [`ConfigError`] line naming the setting and the fix; `main` exits with status 64 for it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The default password reset service endpoint (public cloud).
+pub const DEFAULT_PASSWORDRESET_ENDPOINTS: &[&str] = &["passwordreset.microsoftonline.com:443"];
+/// The Service Bus relay hosts Microsoft names for testing writeback (public cloud).
+pub const DEFAULT_SERVICEBUS_ENDPOINTS: &[&str] = &[
+    "ssprdedicatedsbprodscu.servicebus.windows.net:443",
+    "ssprdedicatedsbprodncu.servicebus.windows.net:443",
+];
+
+/// A bad configuration value: which setting, and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting, as written in the file or the environment (`ldap.host`, `WBH_LDAP_HOST`).
+    pub setting: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { setting: setting.into(), problem: problem.into() }
+    }
+}
+
+/// Everything the agent needs to run its checks.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The folder that holds the credential and the report spool.
+    pub state_dir: PathBuf,
+    /// How to reach a domain controller; `None` when not configured, in which case the
+    /// directory checks report `error` saying so.
+    pub ldap: Option<LdapSettings>,
+    /// How to probe Microsoft's endpoints.
+    pub network: NetworkSettings,
+}
+
+/// How LDAP is secured. Domain controllers refuse simple binds over plain LDAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapSecurity {
+    /// TLS from the first byte, port 636 by default.
+    Ldaps,
+    /// Plain LDAP upgraded with StartTLS, port 389 by default.
+    Starttls,
+}
+
+/// How to reach and bind to a domain controller.
+#[derive(Debug, Clone)]
+pub struct LdapSettings {
+    /// The DC's host name, as its certificate names it.
+    pub host: String,
+    /// The port; 636 for LDAPS and 389 for StartTLS when not set.
+    pub port: u16,
+    /// LDAPS or StartTLS.
+    pub security: LdapSecurity,
+    /// The account to bind as: a DN, `user@domain` or `DOMAIN\user`.
+    pub bind_dn: String,
+    /// Its password.
+    pub bind_password: SecretString,
+    /// A PEM file of CA certificates to trust for the DC, besides the system store.
+    pub ca_file: Option<PathBuf>,
+    /// Time-out for connecting and for each operation.
+    pub timeout: Duration,
+}
+
+/// A `host:port` to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The DNS name.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `host:port`.
+    pub fn parse(s: &str) -> Option<Endpoint> {
+        let (host, port) = s.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        (!host.is_empty() && !host.contains(['/', ' '])).then(|| Endpoint { host: host.to_owned(), port })
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// How to probe Microsoft's endpoints.
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    /// DNS servers to ask instead of the system's resolver configuration.
+    pub dns_servers: Vec<SocketAddr>,
+    /// A PEM file of CA certificates to trust besides the system store.
+    pub extra_ca_file: Option<PathBuf>,
+    /// The password reset service endpoints (NET-01).
+    pub passwordreset_endpoints: Vec<Endpoint>,
+    /// The Service Bus relay endpoints (NET-02).
+    pub servicebus_endpoints: Vec<Endpoint>,
+    /// Time-out for each DNS lookup, connection and handshake.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    ldap: Option<FileLdap>,
+    #[serde(default)]
+    network: FileNetwork,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLdap {
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<LdapSecurity>,
+    bind_dn: Option<String>,
+    bind_password: Option<String>,
+    ca_file: Option<PathBuf>,
+    timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNetwork {
+    dns_servers: Option<Vec<String>>,
+    extra_ca_file: Option<PathBuf>,
+    passwordreset_endpoints: Option<Vec<String>>,
+    servicebus_endpoints: Option<Vec<String>>,
+    timeout_seconds: Option<u64>,
+}
+
+/// The default configuration file: `%ProgramData%\wbhealth\agent.toml` on Windows,
+/// `/etc/wbhealth/agent.toml` elsewhere.
+pub fn default_config_path() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+        PathBuf::from(base).join("wbhealth").join("agent.toml")
+    } else {
+        PathBuf::from("/etc/wbhealth/agent.toml")
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+        PathBuf::from(base).join("wbhealth").join("state")
+    } else {
+        PathBuf::from("/var/lib/wbhealth-agent")
+    }
+}
+
+/// Reads the configuration. `path` is the `--config` flag: a file named there must exist;
+/// the default file may be absent. `state_dir` is the `--state-dir` flag.
+pub fn load(path: Option<&Path>, state_dir: Option<&Path>) -> Result<Settings, ConfigError> {
+    let file = match path {
+        Some(p) => read_file(p, true)?,
+        None => {
+            let env_path = env("WBH_AGENT_CONFIG").map(PathBuf::from);
+            match env_path {
+                Some(p) => read_file(&p, true)?,
+                None => read_file(&default_config_path(), false)?,
+            }
+        }
+    };
+    resolve(file, state_dir)
+}
+
+fn read_file(path: &Path, must_exist: bool) -> Result<FileConfig, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            return Ok(FileConfig::default());
+        }
+        Err(e) => {
+            return Err(ConfigError::new(
+                "--config",
+                format!("cannot read {}: {e}; pass an existing TOML file", path.display()),
+            ));
+        }
+    };
+    toml::from_str(&text).map_err(|e| {
+        let what = e.message().to_owned();
+        ConfigError::new(
+            path.display().to_string(),
+            format!("{what}; see deploy/agent.example.toml for the accepted settings"),
+        )
+    })
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_seconds(setting: &str, raw: Option<u64>, env_name: &str, default: u64) -> Result<Duration, ConfigError> {
+    let value = match env(env_name) {
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ConfigError::new(env_name, format!("{v:?} is not a whole number of seconds"))
+        })?,
+        None => raw.unwrap_or(default),
+    };
+    if value == 0 || value > 600 {
+        return Err(ConfigError::new(setting, format!("{value} is out of range; use 1 to 600 seconds")));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+fn parse_endpoints(setting: &str, values: Vec<String>) -> Result<Vec<Endpoint>, ConfigError> {
+    values
+        .iter()
+        .map(|v| {
+            Endpoint::parse(v).ok_or_else(|| {
+                ConfigError::new(setting, format!("{v:?} is not host:port, as in passwordreset.microsoftonline.com:443"))
+            })
+        })
+        .collect()
+}
+
+fn list_from_env(name: &str) -> Option<Vec<String>> {
+    env(name).map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+}
+
+fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, ConfigError> {
+    let state_dir = state_dir_flag
+        .map(Path::to_path_buf)
+        .or_else(|| env("WBH_AGENT_STATE_DIR").map(PathBuf::from))
+        .or(file.state_dir)
+        .unwrap_or_else(default_state_dir);
+
+    let net = file.network;
+    let dns_servers = match list_from_env("WBH_DNS_SERVERS").or(net.dns_servers) {
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| ConfigError::new("network.dns_servers", format!("{s:?} is not an IP address such as 10.0.0.10")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let passwordreset_endpoints = parse_endpoints(
+        "network.passwordreset_endpoints",
+        list_from_env("WBH_PASSWORDRESET_ENDPOINTS")
+            .or(net.passwordreset_endpoints)
+            .unwrap_or_else(|| DEFAULT_PASSWORDRESET_ENDPOINTS.iter().map(|s| (*s).to_owned()).collect()),
+    )?;
+    let servicebus_endpoints = parse_endpoints(
+        "network.servicebus_endpoints",
+        list_from_env("WBH_SERVICEBUS_ENDPOINTS")
+            .or(net.servicebus_endpoints)
+            .unwrap_or_else(|| DEFAULT_SERVICEBUS_ENDPOINTS.iter().map(|s| (*s).to_owned()).collect()),
+    )?;
+    let extra_ca_file = env("WBH_EXTRA_CA_FILE").map(PathBuf::from).or(net.extra_ca_file);
+    check_readable("network.extra_ca_file", extra_ca_file.as_deref())?;
+    let network = NetworkSettings {
+        dns_servers,
+        extra_ca_file,
+        passwordreset_endpoints,
+        servicebus_endpoints,
+        timeout: parse_seconds("network.timeout_seconds", net.timeout_seconds, "WBH_NETWORK_TIMEOUT_SECONDS", 10)?,
+    };
+
+    let file_ldap = file.ldap.unwrap_or_default();
+    let host = env("WBH_LDAP_HOST").or(file_ldap.host);
+    let ldap = match host {
+        None => None,
+        Some(host) => {
+            let security = match env("WBH_LDAP_SECURITY") {
+                Some(v) => match v.as_str() {
+                    "ldaps" => LdapSecurity::Ldaps,
+                    "starttls" => LdapSecurity::Starttls,
+                    _ => return Err(ConfigError::new("WBH_LDAP_SECURITY", format!("{v:?} is neither ldaps nor starttls"))),
+                },
+                None => file_ldap.security.unwrap_or(LdapSecurity::Ldaps),
+            };
+            let port = match env("WBH_LDAP_PORT") {
+                Some(v) => v.parse().map_err(|_| ConfigError::new("WBH_LDAP_PORT", format!("{v:?} is not a port number")))?,
+                None => file_ldap.port.unwrap_or(match security {
+                    LdapSecurity::Ldaps => 636,
+                    LdapSecurity::Starttls => 389,
+                }),
+            };
+            let bind_dn = env("WBH_LDAP_BIND_DN").or(file_ldap.bind_dn).ok_or_else(|| {
+                ConfigError::new("ldap.bind_dn", "missing; set the account to bind as (user@domain or a DN), or WBH_LDAP_BIND_DN")
+            })?;
+            let bind_password = env("WBH_LDAP_BIND_PASSWORD").or(file_ldap.bind_password).ok_or_else(|| {
+                ConfigError::new("ldap.bind_password", "missing; set it in the file or in WBH_LDAP_BIND_PASSWORD")
+            })?;
+            let ca_file = env("WBH_LDAP_CA_FILE").map(PathBuf::from).or(file_ldap.ca_file);
+            check_readable("ldap.ca_file", ca_file.as_deref())?;
+            Some(LdapSettings {
+                host,
+                port,
+                security,
+                bind_dn,
+                bind_password: SecretString::from(bind_password),
+                ca_file,
+                timeout: parse_seconds("ldap.timeout_seconds", file_ldap.timeout_seconds, "WBH_LDAP_TIMEOUT_SECONDS", 10)?,
+            })
+        }
+    };
+
+    Ok(Settings { state_dir, ldap, network })
+}
+
+fn check_readable(setting: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+    match path {
+        Some(p) if !p.is_file() => Err(ConfigError::new(
+            setting,
+            format!("{} does not exist or is not a file; point it at a PEM file of CA certificates", p.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        resolve(toml::from_str(text).map_err(|e| ConfigError::new("file", e.to_string()))?, Some(Path::new("/tmp/x")))
+    }
+
+    #[test]
+    fn defaults_probe_the_public_cloud_endpoints_and_leave_ldap_unset() {
+        let s = parse("").expect("empty config is valid");
+        assert!(s.ldap.is_none());
+        assert_eq!(s.network.passwordreset_endpoints[0].to_string(), "passwordreset.microsoftonline.com:443");
+        assert_eq!(s.network.servicebus_endpoints.len(), 2);
+    }
+
+    #[test]
+    fn ldap_without_password_names_the_setting() {
+        let e = parse("[ldap]\nhost = \"dc1.contoso.com\"\nbind_dn = \"svc@contoso.com\"\n").expect_err("incomplete");
+        assert_eq!(e.setting, "ldap.bind_password");
+    }
+
+    #[test]
+    fn bad_endpoint_names_the_setting() {
+        let e = parse("[network]\npasswordreset_endpoints = [\"https://x\"]\n").expect_err("bad endpoint");
+        assert_eq!(e.setting, "network.passwordreset_endpoints");
+    }
+
+    #[test]
+    fn starttls_defaults_to_port_389() {
+        let s = parse("[ldap]\nhost = \"dc1\"\nsecurity = \"starttls\"\nbind_dn = \"a\"\nbind_password = \"b\"\n").expect("valid");
+        assert_eq!(s.ldap.expect("ldap set").port, 389);
+    }
+}

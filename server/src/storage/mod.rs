@@ -1,0 +1,123 @@
+//! Persistence behind one [`Store`] trait, with SQLite (the embedded default) and PostgreSQL
+//! implementations that pass the same conformance suite (`storage::conformance`).
+//!
+//! Every read or write of a tenant's data takes a [`TenantScope`]: a row outside the scope is
+//! reported as `NotFound`, exactly like a row that does not exist.
+
+mod error;
+mod postgres;
+mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{
+    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, EnrollmentToken, EnrollmentTokenId,
+    HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey, NewEnrollmentToken, NewTenant,
+    Page, PageRequest, Report, Tenant, TenantId, TenantScope, TokenRejection,
+};
+
+pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Everything the server keeps.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers; used by `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a tenant. A name already in use is a `Conflict`.
+    async fn create_tenant(&self, new: NewTenant) -> Result<Tenant, StoreError>;
+    /// One tenant.
+    async fn tenant(&self, scope: &TenantScope, id: TenantId) -> Result<Tenant, StoreError>;
+    /// A page of tenants, in creation order.
+    async fn list_tenants(
+        &self,
+        scope: &TenantScope,
+        page: PageRequest,
+    ) -> Result<Page<Tenant>, StoreError>;
+
+    /// Creates an enrollment token for a tenant in scope.
+    async fn create_enrollment_token(
+        &self,
+        scope: &TenantScope,
+        new: NewEnrollmentToken,
+    ) -> Result<EnrollmentToken, StoreError>;
+    /// The enrollment tokens of a tenant, newest last.
+    async fn list_enrollment_tokens(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<EnrollmentToken>, StoreError>;
+    /// Revokes a token; revoking twice keeps the first revocation time.
+    async fn revoke_enrollment_token(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        id: EnrollmentTokenId,
+        at: OffsetDateTime,
+    ) -> Result<EnrollmentToken, StoreError>;
+    /// Atomically checks the token with this hash (known, not revoked, not expired at `now`,
+    /// uses left), counts one use and creates the agent. Two concurrent enrollments can never
+    /// both take a token's last use.
+    async fn redeem_enrollment_token(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+        agent: NewAgent,
+    ) -> Result<Result<Agent, TokenRejection>, StoreError>;
+
+    /// An agent and its credential hash, for authenticating a session (no scope: the caller
+    /// is the agent itself).
+    async fn agent_credential(&self, id: AgentId) -> Result<AgentCredential, StoreError>;
+    /// Records that an agent talked to the server, and what it said about its host.
+    async fn touch_agent(
+        &self,
+        id: AgentId,
+        at: OffsetDateTime,
+        host: Option<&HostFacts>,
+    ) -> Result<(), StoreError>;
+    /// The agents of a tenant, in enrollment order.
+    async fn list_agents(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<Agent>, StoreError>;
+
+    /// Stores a report once: a report id seen before is a `Duplicate` and changes nothing.
+    /// The latest result per (agent, check) moves forward only, so a late duplicate or an old
+    /// report replayed from a spool never hides a newer result.
+    async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError>;
+    /// The latest result of every check of every agent of a tenant.
+    async fn latest_results(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<LatestResult>, StoreError>;
+    /// Every agent in scope with its worst latest status, for fleet counts.
+    async fn agent_rollups(&self, scope: &TenantScope) -> Result<Vec<AgentRollup>, StoreError>;
+    /// How many tenants are in scope.
+    async fn count_tenants(&self, scope: &TenantScope) -> Result<u64, StoreError>;
+
+    /// Creates an API key.
+    async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError>;
+    /// How many API keys exist, revoked ones included; zero means a fresh database.
+    async fn count_api_keys(&self) -> Result<u64, StoreError>;
+    /// The key with this hash, and marks it used at `now`. Revoked and expired keys are
+    /// returned too; the caller decides.
+    async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime) -> Result<ApiKey, StoreError>;
+}
+
+/// Opens the store that `url` names (`sqlite:…` or `postgres://…`) and brings its schema up
+/// to date.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+    }
+}

@@ -329,6 +329,30 @@ fn check_readable(setting: &str, path: Option<&Path>) -> Result<(), ConfigError>
     }
 }
 
+/// This machine's host name, as the sync server is known to people.
+pub fn local_host_name() -> String {
+    if let Some(name) = env("COMPUTERNAME") {
+        return name;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// The operating system, as precisely as the agent can tell without a host probe.
+pub fn os_description() -> String {
+    let pretty = std::fs::read_to_string("/etc/os-release").ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_owned())
+    });
+    pretty.unwrap_or_else(|| std::env::consts::OS.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

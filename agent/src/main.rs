@@ -1,1 +1,163 @@
-fn main() {}
+//! `wbhealth-agent`: enroll with a server, run continuously, or diagnose this machine once.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anstream::println;
+use clap::{Parser, Subcommand, ValueEnum};
+use wbhealth_agent::config::{self, Settings};
+use wbhealth_agent::runner::{Selection, run_once};
+use wbhealth_agent::state::Identity;
+use wbhealth_agent::{client, render};
+
+/// Password-writeback health checks for this Entra Connect server.
+#[derive(Debug, Parser)]
+#[command(name = "wbhealth-agent", version, about)]
+struct Cli {
+    /// The configuration file (default: /etc/wbhealth/agent.toml, or
+    /// %ProgramData%\wbhealth\agent.toml on Windows).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+
+    /// The folder for the credential and the report spool.
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll with a wbhealth server using a token from its administrator.
+    Enroll {
+        /// The server's gRPC address, such as http://wbhealth.example.net:50051.
+        #[arg(long)]
+        server: String,
+        /// The enrollment token.
+        #[arg(long, env = "WBH_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Run continuously: check on the server's interval and report to it.
+    Run,
+    /// Run every check once, print a report, and exit non-zero when a check fails.
+    Diagnose {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(64);
+        }
+        Err(e) => e.exit(),
+    };
+    let settings = match config::load(cli.config.as_deref(), cli.state_dir.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("wbhealth-agent: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("wbhealth-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command, settings))
+}
+
+async fn dispatch(command: Command, settings: Settings) -> ExitCode {
+    let host_name = config::local_host_name();
+    match command {
+        Command::Diagnose { format } => {
+            init_logging("warn");
+            let run = run_once(&settings, &host_name, &Selection::all()).await;
+            match format {
+                Format::Text => println!("{}", render::text(&run, &host_name)),
+                Format::Json => println!("{}", render::json(&run, &host_name)),
+            }
+            ExitCode::from(render::exit_code(&run))
+        }
+        Command::Enroll { server, token } => {
+            init_logging("warn");
+            let host = client::host_facts(&host_name, &settings);
+            match client::enroll(&server, &token, host).await {
+                Ok(identity) => match identity.save(&settings.state_dir) {
+                    Ok(()) => {
+                        println!(
+                            "enrolled as agent {} of tenant {}; identity saved in {}",
+                            identity.agent_id,
+                            identity.tenant_id,
+                            settings.state_dir.display()
+                        );
+                        println!("start it with: wbhealth-agent run");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e),
+                },
+                Err(e) => {
+                    eprintln!("wbhealth-agent: enrollment failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run => {
+            init_logging("info");
+            let identity = match Identity::load(&settings.state_dir) {
+                Ok(identity) => identity,
+                Err(e) => return fail(&e),
+            };
+            tracing::info!(agent_id = %identity.agent_id, server = %identity.server_url, "agent starting");
+            match client::run(settings, identity, host_name, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("wbhealth-agent: {e}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=warn,tower=warn,hickory_proto=warn,hickory_resolver=warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,1 +1,173 @@
-//! placeholder
+//! wbhealth server: keeps the password-writeback health of every tenant an MSP manages.
+//!
+//! Two listeners share one [`AppState`] and one shutdown signal: REST (`api`, with Swagger UI)
+//! for people and ticketing systems, and gRPC (`grpc`) for agents. Both call into `domain`
+//! and persist through `storage`.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod sessions;
+pub mod storage;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::{NewApiKey, Role, secrets};
+use crate::sessions::Sessions;
+use crate::storage::Store;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// The agents connected to this server right now.
+    pub sessions: Sessions,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+}
+
+/// A server whose listeners are bound, ready to [`run`](Server::run).
+pub struct Server {
+    state: AppState,
+    http: TcpListener,
+    grpc: TcpListener,
+    initial_admin_key: Option<String>,
+}
+
+impl Server {
+    /// Opens the store (creating or migrating it), binds both listeners and, on an empty
+    /// database, creates the first administrator key.
+    pub async fn build(config: Config) -> anyhow::Result<Server> {
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen for REST on {}", config.http_addr))?;
+        let grpc = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+        Self::with_listeners(config, http, grpc).await
+    }
+
+    /// Like [`build`](Server::build), with listeners the caller bound (tests use port 0).
+    pub async fn with_listeners(config: Config, http: TcpListener, grpc: TcpListener) -> anyhow::Result<Server> {
+        let store = storage::open(&config.database_url)
+            .await
+            .with_context(|| format!("cannot open the database {}", redact_url(&config.database_url)))?;
+        let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
+        let state = AppState { store, sessions: Sessions::default(), config: Arc::new(config) };
+        Ok(Server { state, http, grpc, initial_admin_key })
+    }
+
+    /// Where REST listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where gRPC listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The administrator key created on this start, if the database was empty. Shown once.
+    pub fn initial_admin_key(&self) -> Option<&str> {
+        self.initial_admin_key.as_deref()
+    }
+
+    /// Serves both listeners until `shutdown` completes, then drains open requests and agent
+    /// streams.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+
+        let rest = api::router(self.state.clone());
+        let http_cancel = cancel.clone();
+        let http = async move {
+            axum::serve(self.http, rest.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(http_cancel.cancelled_owned())
+                .await
+                .context("REST listener failed")
+        };
+
+        let grpc_cancel = cancel.clone();
+        let grpc_state = self.state.clone();
+        let grpc = async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
+            tonic::transport::Server::builder()
+                .add_service(grpc::service(grpc_state))
+                .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled_owned())
+                .await
+                .context("gRPC listener failed")
+        };
+
+        // Agent streams never end by themselves; closing them lets the gRPC server drain.
+        let sessions = self.state.sessions.clone();
+        let closer = cancel.clone();
+        tokio::spawn(async move {
+            closer.cancelled().await;
+            sessions.close_all();
+        });
+
+        let result = tokio::try_join!(http, grpc);
+        cancel.cancel();
+        result.map(|_| ())
+    }
+}
+
+/// Creates the first administrator key when no key exists yet, and returns it.
+async fn bootstrap_admin_key(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    if store.count_api_keys().await? > 0 {
+        return Ok(None);
+    }
+    let key = secrets::generate("wbh_key_");
+    store
+        .create_api_key(NewApiKey {
+            name: "initial administrator".into(),
+            role: Role::Administrator,
+            key_hash: secrets::hash(&key),
+            expires_at: None,
+        })
+        .await?;
+    tracing::info!(at = %OffsetDateTime::now_utc(), "created the initial administrator API key");
+    Ok(Some(key))
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(redact_url("postgres://wb:s3cret@db:5432/wb"), "postgres://wb:***@db:5432/wb");
+        assert_eq!(redact_url("postgres://wb@db/wb"), "postgres://wb@db/wb");
+        assert_eq!(redact_url("sqlite://wbhealth.db"), "sqlite://wbhealth.db");
+    }
+}

@@ -4,6 +4,7 @@
 //! Every read or write of a tenant's data takes a [`TenantScope`]: a row outside the scope is
 //! reported as `NotFound`, exactly like a row that does not exist.
 
+mod convert;
 mod error;
 mod postgres;
 mod sqlite;

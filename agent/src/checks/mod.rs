@@ -1,0 +1,236 @@
+//! Checks: pure functions from [`Facts`] to a [`CheckOutcome`].
+//!
+//! A check never touches the network or the directory; it judges what the probes recorded,
+//! so every status and every remediation text is unit-tested on hand-built facts. A check
+//! whose facts are missing (a probe could not look) reports `error` with the reason, never
+//! `pass`.
+
+pub mod network;
+pub mod policy;
+pub mod topology;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wbhealth_catalogue::{CATALOGUE, CheckDef, Status};
+
+use crate::facts::{Facts, ProbeFailure, ProbeStep};
+use crate::result::CheckOutcome;
+
+/// A check: judges the facts.
+pub type CheckFn = fn(&Facts) -> CheckOutcome;
+
+/// The checks this agent implements, by catalogue id.
+pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
+    (network::DNS_RESOLUTION, network::dns_resolution),
+    (network::PASSWORDRESET_HTTPS, network::passwordreset_https),
+    (network::SERVICEBUS_RELAY, network::servicebus_relay),
+    (topology::PDC_EMULATOR, topology::pdc_emulator),
+    (policy::MIN_PASSWORD_AGE, policy::min_password_age),
+];
+
+/// Runs every check the agent implements whose id `enabled` accepts, in catalogue order.
+pub fn evaluate(facts: &Facts, enabled: &dyn Fn(&str) -> bool) -> Vec<CheckOutcome> {
+    CATALOGUE
+        .iter()
+        .filter(|def| enabled(def.id))
+        .filter_map(|def| AGENT_CHECKS.iter().find(|(id, _)| *id == def.id))
+        .map(|(_, check)| check(facts))
+        .collect()
+}
+
+/// The catalogue entry of a check this agent implements.
+fn def(id: &str) -> &'static CheckDef {
+    wbhealth_catalogue::find(id).expect("every check the agent implements is in the catalogue")
+}
+
+/// What a check concluded, before the facts' timing is attached.
+struct Verdict {
+    status: Status,
+    summary: String,
+    evidence: Value,
+    remediation: String,
+}
+
+impl Verdict {
+    fn into_outcome(self, def: &'static CheckDef, facts: &Facts, duration: Duration) -> CheckOutcome {
+        let remediation = if self.status == Status::Pass { String::new() } else { self.remediation };
+        CheckOutcome {
+            check: def,
+            status: self.status,
+            summary: self.summary,
+            evidence: self.evidence,
+            remediation,
+            duration,
+            observed_at: facts.observed_at,
+        }
+    }
+}
+
+/// The summary when the agent has no LDAP settings.
+pub const LDAP_NOT_CONFIGURED: &str =
+    "LDAP is not configured: set [ldap] host, bind_dn and bind_password in agent.toml";
+
+/// The `error` verdict of a directory check whose facts could not be gathered.
+///
+/// `what` says which fact was missing; the remediation says how to let the agent look.
+fn directory_error(facts: &Facts, what: &str, failure: &ProbeFailure) -> Verdict {
+    let evidence = json!({ "failed_step": failure.step.as_str(), "error": failure.message });
+    if failure.step == ProbeStep::NotConfigured {
+        return Verdict {
+            status: Status::Error,
+            summary: LDAP_NOT_CONFIGURED.to_owned(),
+            evidence,
+            remediation: format!(
+                "On {}, set [ldap] host, bind_dn and bind_password in agent.toml (or WBH_LDAP_HOST, WBH_LDAP_BIND_DN and \
+                 WBH_LDAP_BIND_PASSWORD) to a domain controller and an account that can read the domain, then run \
+                 wbhealth-agent diagnose again.",
+                facts.host_name
+            ),
+        };
+    }
+    Verdict {
+        status: Status::Error,
+        summary: format!("could not read {what}: {} failed: {}", failure.step, failure.message),
+        evidence,
+        remediation: format!(
+            "Let {} read the directory: fix the {} step ({}), then run wbhealth-agent diagnose again.",
+            facts.host_name, failure.step, failure.message
+        ),
+    }
+}
+
+/// `n thing` or `n things`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Hand-built facts: a healthy sync server, to be broken one fact at a time by the tests.
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use time::macros::datetime;
+
+    use crate::facts::*;
+
+    pub const SERVER: &str = "AADC01";
+    pub const PDC: &str = "dc2.contoso.com";
+
+    pub fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    pub fn lookup(host: &str, ip: &str) -> DnsLookup {
+        DnsLookup {
+            host: host.to_owned(),
+            duration: Duration::from_millis(12),
+            outcome: Ok(Resolution {
+                cname_chain: vec![format!("{host}.trafficmanager.net")],
+                addresses: vec![ip.parse().expect("ip")],
+            }),
+        }
+    }
+
+    pub fn session(http_status: u16) -> TlsSession {
+        TlsSession {
+            protocol: "TLS 1.3".to_owned(),
+            cipher_suite: "TLS13_AES_256_GCM_SHA384".to_owned(),
+            peer_subject: "CN=*.microsoftonline.com".to_owned(),
+            peer_issuer: "CN=Microsoft Azure RSA TLS Issuing CA 03, O=Microsoft Corporation, C=US".to_owned(),
+            http_status: Ok(http_status),
+        }
+    }
+
+    pub fn endpoint(purpose: EndpointPurpose, host: &str, ip: &str, http_status: u16) -> EndpointProbe {
+        EndpointProbe {
+            purpose,
+            host: host.to_owned(),
+            port: 443,
+            address: Some(addr(&format!("{ip}:443"))),
+            duration: Duration::from_millis(80),
+            outcome: Ok(session(http_status)),
+        }
+    }
+
+    pub fn healthy() -> Facts {
+        Facts {
+            host_name: SERVER.to_owned(),
+            observed_at: datetime!(2025-01-02 03:04:05 UTC),
+            network: NetworkFacts {
+                lookups: vec![
+                    lookup("passwordreset.microsoftonline.com", "20.190.128.1"),
+                    lookup("ssprdedicatedsbprodscu.servicebus.windows.net", "20.36.1.1"),
+                    lookup("ssprdedicatedsbprodncu.servicebus.windows.net", "20.36.2.2"),
+                ],
+                endpoints: vec![
+                    endpoint(EndpointPurpose::PasswordReset, "passwordreset.microsoftonline.com", "20.190.128.1", 200),
+                    endpoint(EndpointPurpose::ServiceBus, "ssprdedicatedsbprodscu.servicebus.windows.net", "20.36.1.1", 401),
+                    endpoint(EndpointPurpose::ServiceBus, "ssprdedicatedsbprodncu.servicebus.windows.net", "20.36.2.2", 401),
+                ],
+            },
+            directory: Ok(DirectoryFacts {
+                dc: LdapEndpoint { host: "dc1.contoso.com".to_owned(), address: addr("10.0.0.5:636"), security: "ldaps" },
+                dc_dns_host_name: Some("dc1.contoso.com".to_owned()),
+                default_naming_context: "DC=contoso,DC=com".to_owned(),
+                domain_dns_name: "contoso.com".to_owned(),
+                pdc: Ok(PdcFacts {
+                    role_owner_dn: "CN=NTDS Settings,CN=DC2,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=contoso,DC=com".to_owned(),
+                    server_dn: "CN=DC2,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=contoso,DC=com".to_owned(),
+                    dns_host_name: PDC.to_owned(),
+                    reach: PdcReach::Probed { lookup: lookup(PDC, "10.0.0.6"), address: Some(addr("10.0.0.6:636")), outcome: Ok(()) },
+                }),
+                min_pwd_age: Ok(0),
+            }),
+            durations: ProbeDurations { network: Duration::from_millis(150), directory: Duration::from_millis(90) },
+        }
+    }
+
+    /// Asserts a rendered remediation names `names` and has no placeholder left.
+    pub fn assert_rendered(remediation: &str, names: &[&str]) {
+        assert!(!remediation.contains('{') && !remediation.contains('}'), "placeholder left in: {remediation}");
+        for name in names {
+            assert!(remediation.contains(name), "{name:?} missing from: {remediation}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_agent_check_is_in_the_catalogue_and_runs_on_the_agent() {
+        for (id, _) in AGENT_CHECKS {
+            let def = wbhealth_catalogue::find(id).expect("in catalogue");
+            assert_eq!(def.runs_on, wbhealth_catalogue::RunsOn::Agent, "{id}");
+        }
+    }
+
+    #[test]
+    fn evaluate_keeps_catalogue_order_and_skips_disabled_checks() {
+        let facts = fixtures::healthy();
+        let all: Vec<&str> = evaluate(&facts, &|_| true).iter().map(|o| o.check.id).collect();
+        let catalogue_order: Vec<&str> =
+            CATALOGUE.iter().map(|d| d.id).filter(|id| AGENT_CHECKS.iter().any(|(a, _)| a == id)).collect();
+        assert_eq!(all, catalogue_order);
+        assert_eq!(all.len(), AGENT_CHECKS.len());
+
+        let some = evaluate(&facts, &|id| id != "topology.pdc_emulator");
+        assert!(some.iter().all(|o| o.check.id != "topology.pdc_emulator"));
+        assert_eq!(some.len(), AGENT_CHECKS.len() - 1);
+    }
+
+    #[test]
+    fn a_healthy_server_passes_everything_with_empty_remediation() {
+        let facts = fixtures::healthy();
+        for outcome in evaluate(&facts, &|_| true) {
+            assert_eq!(outcome.status, Status::Pass, "{}: {}", outcome.check.id, outcome.summary);
+            assert!(outcome.remediation.is_empty());
+            assert!(outcome.evidence.is_object());
+            assert_eq!(outcome.observed_at, facts.observed_at);
+        }
+    }
+}

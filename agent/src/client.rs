@@ -1,0 +1,292 @@
+//! The agent's side of the wire: enrollment, and the long-lived session that delivers spooled
+//! reports, takes the server's configuration and reconnects with jittered back-off.
+//!
+//! Two tasks share the spool. The scheduler runs the checks on the interval (and on run-now)
+//! and spools each report whether or not the server is reachable. The connection sends what
+//! is spooled and deletes a report only when the server acknowledges it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use wbhealth_proto::v1::agent_message::Kind as AgentKind;
+use wbhealth_proto::v1::agent_service_client::AgentServiceClient;
+use wbhealth_proto::v1::server_message::Kind as ServerKind;
+use wbhealth_proto::v1::{AgentConfig, AgentMessage, EnrollRequest, Heartbeat, Hello, HostFacts};
+
+use crate::config::{Endpoint as NetEndpoint, Settings};
+use crate::runner::{Selection, run_once};
+use crate::spool::Spool;
+use crate::state::Identity;
+use crate::wire;
+
+/// How long to wait for the server to answer a connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeats keep idle-timeout firewalls from cutting the stream and tell the server the
+/// agent is alive between runs.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Errors talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server URL is not usable.
+    #[error("server URL {0:?} is not valid; use http://HOST:PORT")]
+    BadUrl(String),
+    /// The server could not be reached.
+    #[error("cannot reach the server: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// The server refused or failed the call.
+    #[error("{}", .0.message())]
+    Status(#[from] tonic::Status),
+    /// The server closed the session.
+    #[error("the server closed the session")]
+    Closed,
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+}
+
+async fn channel(url: &str) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|_| ClientError::BadUrl(url.to_owned()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(60))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect().await?)
+}
+
+/// What the agent says about its host.
+pub fn host_facts(host_name: &str, settings: &Settings) -> HostFacts {
+    HostFacts {
+        hostname: host_name.to_owned(),
+        os: crate::config::os_description(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        ad_domain: settings.ldap.as_ref().map(|l| l.host.clone()).unwrap_or_default(),
+    }
+}
+
+/// Trades an enrollment token for an identity.
+pub async fn enroll(server_url: &str, token: &str, host: HostFacts) -> Result<Identity, ClientError> {
+    let mut client = AgentServiceClient::new(channel(server_url).await?);
+    let response = client
+        .enroll(EnrollRequest { token: token.to_owned(), host: Some(host) })
+        .await?
+        .into_inner();
+    Ok(Identity {
+        server_url: server_url.to_owned(),
+        agent_id: response.agent_id,
+        tenant_id: response.tenant_id,
+        credential: SecretString::from(response.credential),
+    })
+}
+
+/// What the server told the agent to do.
+#[derive(Debug, Clone, PartialEq)]
+struct RunConfig {
+    interval: Duration,
+    selection: Selection,
+    passwordreset_endpoints: Vec<NetEndpoint>,
+    servicebus_endpoints: Vec<NetEndpoint>,
+}
+
+impl RunConfig {
+    fn apply(&self, settings: &Settings) -> Settings {
+        let mut settings = settings.clone();
+        if !self.passwordreset_endpoints.is_empty() {
+            settings.network.passwordreset_endpoints = self.passwordreset_endpoints.clone();
+        }
+        if !self.servicebus_endpoints.is_empty() {
+            settings.network.servicebus_endpoints = self.servicebus_endpoints.clone();
+        }
+        settings
+    }
+
+    fn from_wire(config: AgentConfig) -> RunConfig {
+        let endpoints = |list: Vec<String>| list.iter().filter_map(|e| NetEndpoint::parse(e)).collect();
+        RunConfig {
+            // A server cannot make the agent spin: at least ten seconds between runs.
+            interval: Duration::from_secs(u64::from(config.interval_seconds.max(10))),
+            selection: Selection::only(config.enabled_checks),
+            passwordreset_endpoints: endpoints(config.passwordreset_endpoints),
+            servicebus_endpoints: endpoints(config.servicebus_endpoints),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves: checks on the interval, delivery over the
+/// session, reconnecting as needed.
+pub async fn run(
+    settings: Settings,
+    identity: Identity,
+    host_name: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ClientError> {
+    let spool = Spool::open(settings.state_dir.join("spool"))?;
+    let (config_tx, config_rx) = watch::channel(RunConfig {
+        interval: Duration::from_secs(300),
+        selection: Selection::all(),
+        passwordreset_endpoints: Vec::new(),
+        servicebus_endpoints: Vec::new(),
+    });
+    let run_now = Arc::new(Notify::new());
+    let spooled = Arc::new(Notify::new());
+
+    let scheduler = schedule(settings.clone(), host_name.clone(), spool.clone(), config_rx, run_now.clone(), spooled.clone());
+    let connection = stay_connected(&settings, &identity, &host_name, &spool, &config_tx, &run_now, &spooled);
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("agent stopping");
+            Ok(())
+        }
+        result = scheduler => result,
+        () = connection => Ok(()),
+    }
+}
+
+async fn schedule(
+    settings: Settings,
+    host_name: String,
+    spool: Spool,
+    mut config: watch::Receiver<RunConfig>,
+    run_now: Arc<Notify>,
+    spooled: Arc<Notify>,
+) -> Result<(), ClientError> {
+    loop {
+        let current = config.borrow_and_update().clone();
+        let run = run_once(&current.apply(&settings), &host_name, &current.selection).await;
+        let report = wire::report(&run);
+        match spool.push(&report) {
+            Ok(()) => {
+                tracing::info!(report_id = %report.report_id, checks = report.results.len(), "checks ran; report spooled");
+                spooled.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot spool the report; it is lost"),
+        }
+        let interval = current.interval;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = run_now.notified() => tracing::info!("run requested by the server"),
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                // A new interval starts counting now; wait for it instead of running at once.
+                let interval = config.borrow().interval;
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = run_now.notified() => tracing::info!("run requested by the server"),
+                }
+            }
+        }
+    }
+}
+
+async fn stay_connected(
+    settings: &Settings,
+    identity: &Identity,
+    host_name: &str,
+    spool: &Spool,
+    config: &watch::Sender<RunConfig>,
+    run_now: &Notify,
+    spooled: &Notify,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let result = session(settings, identity, host_name, spool, config, run_now, spooled).await;
+        match result {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(ClientError::Status(status)) if status.code() == tonic::Code::Unauthenticated => {
+                tracing::error!(reason = %status.message(), "the server refused this agent's credential; retrying slowly");
+                backoff = MAX_BACKOFF;
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session lost"),
+        }
+        // Jitter spreads a fleet's reconnections after a server restart.
+        let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        tokio::time::sleep(jittered).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    settings: &Settings,
+    identity: &Identity,
+    host_name: &str,
+    spool: &Spool,
+    config: &watch::Sender<RunConfig>,
+    run_now: &Notify,
+    spooled: &Notify,
+) -> Result<(), ClientError> {
+    let mut client = AgentServiceClient::new(channel(&identity.server_url).await?);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(32);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let bearer = format!("Bearer {}", identity.credential.expose_secret());
+    request.metadata_mut().insert(
+        "authorization",
+        bearer.parse().map_err(|_| tonic::Status::invalid_argument("the stored credential is not valid metadata; enroll again"))?,
+    );
+    let send = |kind| {
+        let tx = tx.clone();
+        async move { tx.send(AgentMessage { kind: Some(kind) }).await.map_err(|_| ClientError::Closed) }
+    };
+    send(AgentKind::Hello(Hello {
+        host: Some(host_facts(host_name, settings)),
+        spooled_reports: u32::try_from(spool.len()?).unwrap_or(u32::MAX),
+    }))
+    .await?;
+    let mut inbound = client.session(request).await?.into_inner();
+    tracing::info!(server = %identity.server_url, "connected");
+
+    let mut sent: HashSet<String> = HashSet::new();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    // Whatever waited in the spool goes first.
+    spooled.notify_one();
+    loop {
+        tokio::select! {
+            message = inbound.message() => {
+                let Some(message) = message? else { return Err(ClientError::Closed) };
+                match message.kind {
+                    Some(ServerKind::Ack(ack)) => {
+                        spool.remove(&ack.report_id)?;
+                        sent.remove(&ack.report_id);
+                        tracing::debug!(report_id = %ack.report_id, "report acknowledged");
+                    }
+                    Some(ServerKind::Rejected(rejected)) => {
+                        tracing::error!(report_id = %rejected.report_id, reason = %rejected.reason, "the server rejected a report; dropping it");
+                        spool.remove(&rejected.report_id)?;
+                        sent.remove(&rejected.report_id);
+                    }
+                    Some(ServerKind::Config(new)) => {
+                        let new = RunConfig::from_wire(new);
+                        tracing::info!(interval_s = new.interval.as_secs(), "configuration from the server");
+                        config.send_if_modified(|current| {
+                            let changed = *current != new;
+                            *current = new;
+                            changed
+                        });
+                    }
+                    Some(ServerKind::RunNow(_)) => run_now.notify_one(),
+                    None => tracing::debug!("ignoring a server message of an unknown kind"),
+                }
+            }
+            () = spooled.notified() => {
+                for report in spool.pending()? {
+                    if sent.insert(report.report_id.clone()) {
+                        send(AgentKind::Report(report)).await?;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                send(AgentKind::Heartbeat(Heartbeat { sent_at: Some(wire::timestamp(time::OffsetDateTime::now_utc())) })).await?;
+            }
+        }
+    }
+}

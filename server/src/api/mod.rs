@@ -1,0 +1,93 @@
+//! The REST front door: `/api/v1/...` with its OpenAPI document, Swagger UI at `/docs`, and
+//! `/healthz` and `/readyz`.
+//!
+//! Each submodule owns its routes and their OpenAPI description. Every route under `/api/v1`
+//! passes through [`auth::require_principal`]; only the OpenAPI document is public.
+
+pub mod auth;
+mod checks;
+mod enrollment;
+mod status;
+mod health;
+mod page;
+pub mod problem;
+mod tenants;
+
+use axum::Router;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::AppState;
+
+/// The path of the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wbhealth",
+        description = "Password-writeback health for the fleets that MSPs run. Every route needs `Authorization: Bearer <API key>`; errors are RFC 9457 problem documents.",
+        license(name = "Apache-2.0"),
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "tenants", description = "Customer tenants and their agents"),
+        (name = "enrollment", description = "Enrollment tokens that agents trade for credentials"),
+        (name = "status", description = "Check results per tenant and across the fleet"),
+        (name = "checks", description = "The check catalogue"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key, shown once when it is created"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(tenants::routes())
+        .merge(enrollment::routes())
+        .merge(status::routes())
+        .merge(checks::routes())
+}
+
+/// The OpenAPI document of the REST API.
+pub fn openapi() -> OpenApiDoc {
+    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1_routes())
+        .into_openapi()
+}
+
+/// The complete REST router.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1_routes())
+        .split_for_parts();
+    let api = api.layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_principal));
+    Router::new()
+        .merge(api)
+        .merge(health::routes())
+        .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi))
+        .fallback(problem::no_route)
+        .method_not_allowed_fallback(problem::wrong_method)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

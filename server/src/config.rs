@@ -1,0 +1,114 @@
+//! The server's configuration: flags, each with a `WBH_*` environment variable.
+//!
+//! This is the only module that reads the environment. [`Config::load`] validates everything
+//! before any port is bound; a bad value becomes one line naming the setting and the fix.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Password-writeback health for the fleets that MSPs run.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wbhealth-server", version, about)]
+pub struct Config {
+    /// Where to keep data: `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(long, env = "WBH_DATABASE_URL", default_value = "sqlite://wbhealth.db")]
+    pub database_url: String,
+
+    /// Address of the REST API, Swagger UI and health endpoints.
+    #[arg(long, env = "WBH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the gRPC endpoint that agents connect to.
+    #[arg(long, env = "WBH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Seconds between check runs, pushed to every agent.
+    #[arg(long, env = "WBH_AGENT_INTERVAL_SECONDS", default_value_t = 300)]
+    pub agent_interval_seconds: u32,
+
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "WBH_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A bad setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The flag and its environment variable.
+    pub setting: &'static str,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl Config {
+    /// Parses the command line and the environment, then validates.
+    ///
+    /// `--help` and `--version` print and exit 0 here; any other problem is a [`ConfigError`].
+    pub fn load() -> Result<Config, ConfigError> {
+        let config = match Config::try_parse() {
+            Ok(config) => config,
+            Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+                e.exit()
+            }
+            Err(e) => {
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+                return Err(ConfigError { setting: "command line", problem: format!("{first}; run with --help") });
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that clap cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.as_str();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError {
+                setting: "--database-url / WBH_DATABASE_URL",
+                problem: format!("{url:?} is neither sqlite://FILE nor postgres://USER@HOST/DB"),
+            });
+        }
+        if !(10..=86_400).contains(&self.agent_interval_seconds) {
+            return Err(ConfigError {
+                setting: "--agent-interval-seconds / WBH_AGENT_INTERVAL_SECONDS",
+                problem: format!("{} is out of range; use 10 to 86400 seconds", self.agent_interval_seconds),
+            });
+        }
+        if self.http_addr == self.grpc_addr && self.http_addr.port() != 0 {
+            return Err(ConfigError {
+                setting: "--grpc-addr / WBH_GRPC_ADDR",
+                problem: format!("{} is also the REST address; give each listener its own port", self.grpc_addr),
+            });
+        }
+        Ok(())
+    }
+
+    /// The interval pushed to agents.
+    pub fn agent_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.agent_interval_seconds))
+    }
+
+    /// A configuration for tests: SQLite at `database_url`, both listeners on port 0.
+    pub fn for_tests(database_url: impl Into<String>) -> Config {
+        Config {
+            database_url: database_url.into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent_interval_seconds: 300,
+            log_format: LogFormat::Text,
+        }
+    }
+}

@@ -1,0 +1,771 @@
+//! One suite of behaviour every [`Store`] must show, written once against the trait object and
+//! run against SQLite (a temporary file per test) and PostgreSQL (a fresh database per test on
+//! the server that `WBH_TEST_DATABASE_URL` names).
+//!
+//! Without `WBH_TEST_DATABASE_URL` the PostgreSQL variants print why they skipped and pass,
+//! unless `WBH_TEST_REQUIRE_SERVICES=1` (as in CI), which turns the skip into a failure.
+//!
+//! Each test exists twice: `storage::conformance::sqlite::<name>` and
+//! `storage::conformance::postgres::<name>`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde_json::json;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+use wbhealth_catalogue::Status;
+
+use crate::domain::{
+    AgentId, ApiKey, EnrollmentTokenId, HostFacts, IngestOutcome, NewAgent, NewApiKey,
+    NewEnrollmentToken, NewTenant, PageRequest, Report, ReportId, ResultRecord, Role, Tenant,
+    TenantId, TenantScope, TokenRejection, secrets,
+};
+use crate::storage::{PostgresStore, SqliteStore, Store, StoreError};
+
+/// A SQLite store in a temporary folder that lives as long as the harness.
+struct SqliteHarness {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl SqliteHarness {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let url = format!("sqlite://{}", dir.path().join("wbhealth.db").display());
+        let store = SqliteStore::connect(&url).await.expect("open SQLite");
+        Self {
+            store: Arc::new(store),
+            _dir: dir,
+        }
+    }
+}
+
+/// A PostgreSQL store on a database created for one test and dropped after it passes (a
+/// failed test leaves its database behind to look at).
+struct PostgresHarness {
+    store: Arc<dyn Store>,
+    admin: PgConnectOptions,
+    database: String,
+}
+
+impl PostgresHarness {
+    /// `None` when no server is configured and none is required.
+    async fn new() -> Option<Self> {
+        let Ok(url) = std::env::var("WBH_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var("WBH_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "WBH_TEST_REQUIRE_SERVICES=1 but WBH_TEST_DATABASE_URL is not set"
+            );
+            println!("skipped: WBH_TEST_DATABASE_URL not set");
+            return None;
+        };
+        let admin = PgConnectOptions::from_str(&url).expect("WBH_TEST_DATABASE_URL is a URL");
+        let database = format!("wbh_test_{}", Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect_with(&admin)
+            .await
+            .expect("connect to WBH_TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        conn.close().await.expect("close the admin connection");
+        let store = PostgresStore::connect_with(admin.clone().database(&database))
+            .await
+            .expect("open PostgreSQL");
+        Some(Self {
+            store: Arc::new(store),
+            admin,
+            database,
+        })
+    }
+
+    async fn drop_database(self) {
+        drop(self.store);
+        let mut conn = PgConnection::connect_with(&self.admin)
+            .await
+            .expect("connect to WBH_TEST_DATABASE_URL");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.database
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("drop the test database");
+    }
+}
+
+/// Runs each named suite function against both stores.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let harness = super::SqliteHarness::new().await;
+                    super::$name(harness.store.clone()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(harness) = super::PostgresHarness::new().await else { return };
+                    super::$name(harness.store.clone()).await;
+                    harness.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    tenants_are_created_read_and_paged,
+    tenant_names_are_unique,
+    a_scope_hides_other_tenants,
+    an_enrollment_token_enrolls_an_agent,
+    enrollment_tokens_are_refused_for_each_reason,
+    rejections_follow_their_precedence,
+    revoking_twice_keeps_the_first_time,
+    concurrent_enrollments_share_no_last_use,
+    a_report_is_stored_once,
+    latest_results_only_move_forward,
+    a_report_is_refused_for_an_agent_of_another_tenant,
+    rollups_show_each_agents_worst_status,
+    agents_are_touched,
+    api_keys_are_created_used_and_counted,
+    the_database_answers,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn now() -> OffsetDateTime {
+    // Whole microseconds, as both databases keep them, so values compare equal after a read.
+    OffsetDateTime::now_utc().truncate_to_microsecond()
+}
+
+async fn tenant(store: &dyn Store, name: &str) -> Tenant {
+    store
+        .create_tenant(NewTenant {
+            name: name.to_owned(),
+            entra_tenant_id: Uuid::new_v4(),
+        })
+        .await
+        .expect("create tenant")
+}
+
+fn host(name: &str) -> HostFacts {
+    HostFacts {
+        hostname: name.to_owned(),
+        os: "Windows Server 2022".to_owned(),
+        agent_version: "0.1.0".to_owned(),
+        ad_domain: "corp.contoso.test".to_owned(),
+    }
+}
+
+fn new_agent(name: &str) -> NewAgent {
+    NewAgent {
+        id: AgentId::new(),
+        credential_hash: secrets::hash(&format!("credential of {name}")),
+        host: host(name),
+    }
+}
+
+/// Creates a token and returns its id and its secret's hash.
+async fn token(
+    store: &dyn Store,
+    tenant: TenantId,
+    max_uses: u32,
+    expires_at: OffsetDateTime,
+) -> (EnrollmentTokenId, Vec<u8>) {
+    let hash = secrets::hash(&secrets::generate("wbh_enr_"));
+    let token = store
+        .create_enrollment_token(
+            &TenantScope::All,
+            NewEnrollmentToken {
+                tenant_id: tenant,
+                token_hash: hash.clone(),
+                description: "test".to_owned(),
+                expires_at,
+                max_uses,
+            },
+        )
+        .await
+        .expect("create token");
+    assert_eq!((token.tenant_id, token.uses, token.max_uses), (tenant, 0, max_uses));
+    (token.id, hash)
+}
+
+async fn enroll(store: &dyn Store, tenant: TenantId, name: &str) -> AgentId {
+    let (_, hash) = token(store, tenant, 1, now() + Duration::hours(1)).await;
+    store
+        .redeem_enrollment_token(&hash, now(), new_agent(name))
+        .await
+        .expect("no database error")
+        .expect("token accepted")
+        .id
+}
+
+fn result(check_id: &str, status: Status, observed_at: OffsetDateTime) -> ResultRecord {
+    ResultRecord {
+        check_id: check_id.to_owned(),
+        status,
+        summary: format!("{check_id} is {}", status.as_str()),
+        evidence: json!({ "host": "dc01.corp.contoso.test", "observed": observed_at.unix_timestamp() }),
+        remediation: if status == Status::Pass {
+            String::new()
+        } else {
+            format!("fix {check_id}")
+        },
+        duration_ms: 42,
+        observed_at,
+    }
+}
+
+fn report(tenant: TenantId, agent: AgentId, results: Vec<ResultRecord>) -> Report {
+    let at = results.first().map_or_else(now, |r| r.observed_at);
+    Report {
+        id: ReportId::new(),
+        agent_id: agent,
+        tenant_id: tenant,
+        started_at: at - Duration::seconds(5),
+        finished_at: at,
+        results,
+    }
+}
+
+fn page(after: Option<Uuid>, limit: u32) -> PageRequest {
+    PageRequest { after, limit }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+async fn tenants_are_created_read_and_paged(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let mut created = Vec::new();
+    for name in ["Alpha", "Bravo", "Charlie", "Delta", "Echo"] {
+        created.push(tenant(store, name).await);
+    }
+    let first = &created[0];
+    assert_eq!(store.tenant(&TenantScope::All, first.id).await.expect("get"), *first);
+    assert!(matches!(
+        store.tenant(&TenantScope::All, TenantId::new()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let p1 = store.list_tenants(&TenantScope::All, page(None, 2)).await.expect("page 1");
+    assert_eq!(p1.items, created[0..2]);
+    assert!(p1.has_more);
+    let p2 = store
+        .list_tenants(&TenantScope::All, page(Some(p1.items[1].id.0), 2))
+        .await
+        .expect("page 2");
+    assert_eq!(p2.items, created[2..4]);
+    assert!(p2.has_more);
+    let p3 = store
+        .list_tenants(&TenantScope::All, page(Some(p2.items[1].id.0), 2))
+        .await
+        .expect("page 3");
+    assert_eq!(p3.items, created[4..]);
+    assert!(!p3.has_more);
+    let exact = store.list_tenants(&TenantScope::All, page(None, 5)).await.expect("all");
+    assert_eq!(exact.items, created);
+    assert!(!exact.has_more);
+    assert_eq!(store.count_tenants(&TenantScope::All).await.expect("count"), 5);
+}
+
+async fn tenant_names_are_unique(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    tenant(store, "Contoso").await;
+    let again = store
+        .create_tenant(NewTenant {
+            name: "Contoso".to_owned(),
+            entra_tenant_id: Uuid::new_v4(),
+        })
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("Contoso")), "{again:?}");
+    assert_eq!(store.count_tenants(&TenantScope::All).await.expect("count"), 1);
+}
+
+async fn a_scope_hides_other_tenants(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let mine = tenant(store, "Mine").await;
+    let theirs = tenant(store, "Theirs").await;
+    let agent = enroll(store, theirs.id, "dc-theirs").await;
+    store
+        .ingest_report(&report(theirs.id, agent, vec![result("a.check", Status::Fail, now())]))
+        .await
+        .expect("ingest");
+    let scope = TenantScope::Only(vec![mine.id]);
+
+    assert_eq!(store.tenant(&scope, mine.id).await.expect("own tenant"), mine);
+    assert!(matches!(store.tenant(&scope, theirs.id).await, Err(StoreError::NotFound)));
+    let listed = store.list_tenants(&scope, page(None, 10)).await.expect("list");
+    assert_eq!(listed.items, vec![mine.clone()]);
+    assert_eq!(store.count_tenants(&scope).await.expect("count"), 1);
+    assert!(matches!(
+        store.latest_results(&scope, theirs.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.latest_results(&scope, mine.id).await.expect("own results").is_empty());
+    assert!(matches!(store.list_agents(&scope, theirs.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.list_enrollment_tokens(&scope, theirs.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let foreign_token = store
+        .create_enrollment_token(
+            &scope,
+            NewEnrollmentToken {
+                tenant_id: theirs.id,
+                token_hash: secrets::hash("foreign"),
+                description: "not mine".to_owned(),
+                expires_at: now() + Duration::hours(1),
+                max_uses: 1,
+            },
+        )
+        .await;
+    assert!(matches!(foreign_token, Err(StoreError::NotFound)), "{foreign_token:?}");
+    let their_token = store
+        .list_enrollment_tokens(&TenantScope::All, theirs.id)
+        .await
+        .expect("tokens")[0]
+        .id;
+    assert!(matches!(
+        store.revoke_enrollment_token(&scope, theirs.id, their_token, now()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.agent_rollups(&scope).await.expect("rollups").is_empty());
+    // An empty scope sees nothing at all.
+    let nothing = TenantScope::Only(vec![]);
+    assert!(store.list_tenants(&nothing, page(None, 10)).await.expect("list").items.is_empty());
+    assert_eq!(store.count_tenants(&nothing).await.expect("count"), 0);
+}
+
+async fn an_enrollment_token_enrolls_an_agent(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let (_, hash) = token(store, t.id, 2, now() + Duration::hours(1)).await;
+    let at = now();
+    let new = new_agent("dc01");
+    let agent = store
+        .redeem_enrollment_token(&hash, at, new.clone())
+        .await
+        .expect("no database error")
+        .expect("accepted");
+    assert_eq!(agent.id, new.id);
+    assert_eq!(agent.tenant_id, t.id);
+    assert_eq!(agent.host, new.host);
+    assert_eq!(agent.enrolled_at, at);
+    assert_eq!(agent.revoked_at, None);
+
+    let tokens = store.list_enrollment_tokens(&TenantScope::All, t.id).await.expect("tokens");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].uses, 1);
+    assert_eq!(tokens[0].max_uses, 2);
+    let credential = store.agent_credential(agent.id).await.expect("credential");
+    assert_eq!(credential.credential_hash, new.credential_hash);
+    assert_eq!(credential.agent, agent);
+    assert_eq!(
+        store.list_agents(&TenantScope::All, t.id).await.expect("agents"),
+        vec![agent]
+    );
+    assert!(matches!(
+        store.agent_credential(AgentId::new()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn enrollment_tokens_are_refused_for_each_reason(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let redeem = |hash: Vec<u8>, at: OffsetDateTime| async move {
+        store
+            .redeem_enrollment_token(&hash, at, new_agent("dc"))
+            .await
+            .expect("no database error")
+    };
+
+    assert_eq!(redeem(secrets::hash("never issued"), now()).await, Err(TokenRejection::Unknown));
+
+    let expires = now() + Duration::hours(1);
+    let (_, expiring) = token(store, t.id, 5, expires).await;
+    assert!(redeem(expiring.clone(), expires).await.is_ok(), "valid up to its expiry");
+    assert_eq!(
+        redeem(expiring, expires + Duration::seconds(1)).await,
+        Err(TokenRejection::Expired)
+    );
+
+    let (_, once) = token(store, t.id, 1, now() + Duration::hours(1)).await;
+    assert!(redeem(once.clone(), now()).await.is_ok());
+    assert_eq!(redeem(once, now()).await, Err(TokenRejection::Exhausted));
+
+    let (id, revoked) = token(store, t.id, 5, now() + Duration::hours(1)).await;
+    store
+        .revoke_enrollment_token(&TenantScope::All, t.id, id, now())
+        .await
+        .expect("revoke");
+    assert_eq!(redeem(revoked, now()).await, Err(TokenRejection::Revoked));
+
+    // A refused redemption changes nothing: only the two accepted ones made agents.
+    assert_eq!(store.list_agents(&TenantScope::All, t.id).await.expect("agents").len(), 2);
+}
+
+async fn rejections_follow_their_precedence(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let later = now() + Duration::hours(2);
+
+    // Used up, expired and revoked at once: revoked wins.
+    let (id, hash) = token(store, t.id, 1, now() + Duration::hours(1)).await;
+    store
+        .redeem_enrollment_token(&hash, now(), new_agent("dc1"))
+        .await
+        .expect("no database error")
+        .expect("first use");
+    store
+        .revoke_enrollment_token(&TenantScope::All, t.id, id, now())
+        .await
+        .expect("revoke");
+    let outcome = store
+        .redeem_enrollment_token(&hash, later, new_agent("dc2"))
+        .await
+        .expect("no database error");
+    assert_eq!(outcome, Err(TokenRejection::Revoked));
+
+    // Used up and expired: expired wins.
+    let (_, hash) = token(store, t.id, 1, now() + Duration::hours(1)).await;
+    store
+        .redeem_enrollment_token(&hash, now(), new_agent("dc3"))
+        .await
+        .expect("no database error")
+        .expect("first use");
+    let outcome = store
+        .redeem_enrollment_token(&hash, later, new_agent("dc4"))
+        .await
+        .expect("no database error");
+    assert_eq!(outcome, Err(TokenRejection::Expired));
+
+    // A token with no uses at all is exhausted from the start.
+    let (_, hash) = token(store, t.id, 0, now() + Duration::hours(1)).await;
+    let outcome = store
+        .redeem_enrollment_token(&hash, now(), new_agent("dc5"))
+        .await
+        .expect("no database error");
+    assert_eq!(outcome, Err(TokenRejection::Exhausted));
+}
+
+async fn revoking_twice_keeps_the_first_time(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let (id, _) = token(store, t.id, 1, now() + Duration::hours(1)).await;
+    let first = now();
+    let revoked = store
+        .revoke_enrollment_token(&TenantScope::All, t.id, id, first)
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.revoked_at, Some(first));
+    let again = store
+        .revoke_enrollment_token(&TenantScope::All, t.id, id, first + Duration::minutes(5))
+        .await
+        .expect("revoke again");
+    assert_eq!(again.revoked_at, Some(first));
+    assert!(matches!(
+        store
+            .revoke_enrollment_token(&TenantScope::All, t.id, EnrollmentTokenId::new(), first)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // The right token in the wrong tenant is not found either.
+    let other = tenant(store, "Other").await;
+    assert!(matches!(
+        store.revoke_enrollment_token(&TenantScope::All, other.id, id, first).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn concurrent_enrollments_share_no_last_use(store: Arc<dyn Store>) {
+    let t = tenant(store.as_ref(), "Contoso").await;
+    let (_, hash) = token(store.as_ref(), t.id, 3, now() + Duration::hours(1)).await;
+    // Take two uses, leaving one.
+    for name in ["dc1", "dc2"] {
+        store
+            .redeem_enrollment_token(&hash, now(), new_agent(name))
+            .await
+            .expect("no database error")
+            .expect("accepted");
+    }
+
+    let start = Arc::new(tokio::sync::Barrier::new(24));
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store = store.clone();
+            let hash = hash.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                store
+                    .redeem_enrollment_token(&hash, now(), new_agent(&format!("racer{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.expect("task").expect("no database error") {
+            Ok(_) => accepted += 1,
+            Err(rejection) => assert_eq!(rejection, TokenRejection::Exhausted),
+        }
+    }
+    assert_eq!(accepted, 1, "exactly one enrollment takes the last use");
+    let tokens = store
+        .list_enrollment_tokens(&TenantScope::All, t.id)
+        .await
+        .expect("tokens");
+    assert_eq!(tokens[0].uses, 3);
+    assert_eq!(store.list_agents(&TenantScope::All, t.id).await.expect("agents").len(), 3);
+}
+
+async fn a_report_is_stored_once(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let agent = enroll(store, t.id, "dc01").await;
+    let at = now();
+    let first = report(t.id, agent, vec![result("network.https", Status::Pass, at)]);
+    assert_eq!(store.ingest_report(&first).await.expect("ingest"), IngestOutcome::Stored);
+
+    // The same report id again, even with different (newer) content, changes nothing.
+    let mut replay = first.clone();
+    replay.results = vec![
+        result("network.https", Status::Fail, at + Duration::minutes(1)),
+        result("topology.pdc", Status::Fail, at + Duration::minutes(1)),
+    ];
+    assert_eq!(store.ingest_report(&replay).await.expect("replay"), IngestOutcome::Duplicate);
+    let latest = store.latest_results(&TenantScope::All, t.id).await.expect("latest");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].report_id, first.id);
+    assert_eq!(latest[0].result, first.results[0]);
+
+    // A report that names a check twice is refused whole.
+    let twice = report(
+        t.id,
+        agent,
+        vec![result("x.y", Status::Pass, at), result("x.y", Status::Fail, at)],
+    );
+    assert!(matches!(store.ingest_report(&twice).await, Err(StoreError::Conflict(_))));
+    // ... and was not stored, so a corrected report with the same id is accepted.
+    let mut fixed = twice.clone();
+    fixed.results.pop();
+    assert_eq!(store.ingest_report(&fixed).await.expect("fixed"), IngestOutcome::Stored);
+}
+
+async fn latest_results_only_move_forward(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let agent = enroll(store, t.id, "dc01").await;
+    let t0 = now() - Duration::hours(1);
+
+    let newer = report(
+        t.id,
+        agent,
+        vec![
+            result("network.https", Status::Pass, t0 + Duration::minutes(10)),
+            result("topology.pdc", Status::Warn, t0 + Duration::minutes(10)),
+        ],
+    );
+    store.ingest_report(&newer).await.expect("newer");
+    // An older report, replayed late from a spool, with one check the newer one lacks.
+    let older = report(
+        t.id,
+        agent,
+        vec![
+            result("network.https", Status::Fail, t0),
+            result("permissions.reset", Status::Error, t0),
+        ],
+    );
+    assert_eq!(store.ingest_report(&older).await.expect("older"), IngestOutcome::Stored);
+
+    let latest = store.latest_results(&TenantScope::All, t.id).await.expect("latest");
+    let by_check = |id: &str| {
+        latest
+            .iter()
+            .find(|l| l.result.check_id == id)
+            .unwrap_or_else(|| panic!("{id} in latest results"))
+    };
+    assert_eq!(latest.len(), 3);
+    assert_eq!(by_check("network.https").result, newer.results[0]);
+    assert_eq!(by_check("network.https").report_id, newer.id);
+    assert_eq!(by_check("topology.pdc").result, newer.results[1]);
+    assert_eq!(by_check("permissions.reset").result, older.results[1]);
+    assert_eq!(by_check("permissions.reset").report_id, older.id);
+    assert!(latest.iter().all(|l| l.agent_id == agent));
+    // Ordered by agent, then check id.
+    let ids: Vec<_> = latest.iter().map(|l| l.result.check_id.as_str()).collect();
+    assert_eq!(ids, ["network.https", "permissions.reset", "topology.pdc"]);
+
+    // A newer one replaces, and one observed at the same instant replaces too.
+    let newest = report(
+        t.id,
+        agent,
+        vec![
+            result("network.https", Status::Fail, t0 + Duration::minutes(20)),
+            result("topology.pdc", Status::Pass, t0 + Duration::minutes(10)),
+        ],
+    );
+    store.ingest_report(&newest).await.expect("newest");
+    let latest = store.latest_results(&TenantScope::All, t.id).await.expect("latest");
+    let https = latest.iter().find(|l| l.result.check_id == "network.https").expect("https");
+    assert_eq!(https.result, newest.results[0]);
+    let pdc = latest.iter().find(|l| l.result.check_id == "topology.pdc").expect("pdc");
+    assert_eq!((pdc.report_id, &pdc.result), (newest.id, &newest.results[1]));
+}
+
+async fn a_report_is_refused_for_an_agent_of_another_tenant(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let b = tenant(store, "B").await;
+    let agent = enroll(store, a.id, "dc-a").await;
+    let wrong = report(b.id, agent, vec![result("x.y", Status::Fail, now())]);
+    assert!(matches!(store.ingest_report(&wrong).await, Err(StoreError::NotFound)));
+    let unknown = report(a.id, AgentId::new(), vec![result("x.y", Status::Fail, now())]);
+    assert!(matches!(store.ingest_report(&unknown).await, Err(StoreError::NotFound)));
+    assert!(store.latest_results(&TenantScope::All, b.id).await.expect("b").is_empty());
+    assert!(store.latest_results(&TenantScope::All, a.id).await.expect("a").is_empty());
+}
+
+async fn rollups_show_each_agents_worst_status(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let b = tenant(store, "B").await;
+    let at = now();
+    // One agent per possible worst status, plus one that has reported nothing.
+    let cases = [
+        (a.id, vec![Status::Pass, Status::Pass], Some(Status::Pass)),
+        (a.id, vec![Status::Pass, Status::NotApplicable], Some(Status::NotApplicable)),
+        (a.id, vec![Status::NotApplicable, Status::Warn, Status::Pass], Some(Status::Warn)),
+        (b.id, vec![Status::Warn, Status::Error, Status::Pass], Some(Status::Error)),
+        (b.id, vec![Status::Error, Status::Fail, Status::Warn], Some(Status::Fail)),
+        (b.id, vec![], None),
+    ];
+    let mut expected = Vec::new();
+    for (i, (tenant_id, statuses, worst)) in cases.into_iter().enumerate() {
+        let agent = enroll(store, tenant_id, &format!("dc{i}")).await;
+        let results = statuses
+            .iter()
+            .enumerate()
+            .map(|(n, s)| result(&format!("check.{n}"), *s, at))
+            .collect::<Vec<_>>();
+        if !results.is_empty() {
+            store
+                .ingest_report(&report(tenant_id, agent, results))
+                .await
+                .expect("ingest");
+        }
+        expected.push((tenant_id, agent, worst));
+    }
+    store
+        .touch_agent(expected[0].1, at, None)
+        .await
+        .expect("touch");
+
+    let rollups = store.agent_rollups(&TenantScope::All).await.expect("rollups");
+    let got: Vec<_> = rollups.iter().map(|r| (r.tenant_id, r.agent_id, r.worst)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(rollups[0].last_seen_at, Some(at));
+    assert_eq!(rollups[1].last_seen_at, None);
+
+    let only_b = store
+        .agent_rollups(&TenantScope::Only(vec![b.id]))
+        .await
+        .expect("rollups of b");
+    let got: Vec<_> = only_b.iter().map(|r| (r.tenant_id, r.agent_id, r.worst)).collect();
+    assert_eq!(got, expected[3..]);
+}
+
+async fn agents_are_touched(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let agent = enroll(store, t.id, "dc01").await;
+    let at = now();
+    store.touch_agent(agent, at, None).await.expect("touch");
+    let seen = store.agent_credential(agent).await.expect("agent").agent;
+    assert_eq!(seen.last_seen_at, Some(at));
+    assert_eq!(seen.host, host("dc01"));
+
+    let moved = HostFacts {
+        agent_version: "0.2.0".to_owned(),
+        ..host("dc01-renamed")
+    };
+    let later = at + Duration::minutes(1);
+    store.touch_agent(agent, later, Some(&moved)).await.expect("touch with facts");
+    let seen = store.agent_credential(agent).await.expect("agent").agent;
+    assert_eq!(seen.last_seen_at, Some(later));
+    assert_eq!(seen.host, moved);
+
+    // A late request from before does not make the agent look older.
+    store.touch_agent(agent, at, None).await.expect("late touch");
+    let seen = store.agent_credential(agent).await.expect("agent").agent;
+    assert_eq!(seen.last_seen_at, Some(later));
+
+    assert!(matches!(
+        store.touch_agent(AgentId::new(), at, None).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn api_keys_are_created_used_and_counted(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    assert_eq!(store.count_api_keys().await.expect("count"), 0);
+    let secret = secrets::generate("wbh_key_");
+    let expires = now() + Duration::days(30);
+    let key = store
+        .create_api_key(NewApiKey {
+            name: "automation".to_owned(),
+            role: Role::Administrator,
+            key_hash: secrets::hash(&secret),
+            expires_at: Some(expires),
+        })
+        .await
+        .expect("create");
+    assert_eq!(key.name, "automation");
+    assert_eq!(key.role, Role::Administrator);
+    assert_eq!(key.expires_at, Some(expires));
+    assert_eq!(key.last_used_at, None);
+    assert_eq!(key.revoked_at, None);
+    assert_eq!(store.count_api_keys().await.expect("count"), 1);
+
+    let at = now();
+    let used = store.use_api_key(&secrets::hash(&secret), at).await.expect("use");
+    assert_eq!(
+        used,
+        ApiKey {
+            last_used_at: Some(at),
+            ..key.clone()
+        }
+    );
+    assert!(matches!(
+        store.use_api_key(&secrets::hash("wbh_key_unknown"), at).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let same_secret = store
+        .create_api_key(NewApiKey {
+            name: "copy".to_owned(),
+            role: Role::Administrator,
+            key_hash: secrets::hash(&secret),
+            expires_at: None,
+        })
+        .await;
+    assert!(matches!(same_secret, Err(StoreError::Conflict(_))), "{same_secret:?}");
+    assert_eq!(store.count_api_keys().await.expect("count"), 1);
+}
+
+async fn the_database_answers(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+}

@@ -1,0 +1,647 @@
+//! The store on PostgreSQL, for several stateless server replicas sharing one database.
+//!
+//! Ids are `uuid`, instants `timestamptz`, evidence `jsonb` (see
+//! `migrations/postgres/0001_initial.sql`). Transactions run at READ COMMITTED; where a
+//! decision depends on a row that a concurrent transaction could change (an enrollment
+//! token's uses), the row is locked with `SELECT … FOR UPDATE` first. Nothing relies on
+//! catching an error inside a transaction, which would abort it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{
+    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
+    EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
+    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ResultRecord, Tenant,
+    TenantId, TenantScope, TokenRejection,
+};
+use crate::storage::convert::{
+    self, STATUS_RANK_SQL, check_unique_checks, conflict_as, fetch_limit, instant, into_page,
+    rejection,
+};
+use crate::storage::{Store, StoreError};
+
+/// Connections per server replica.
+const MAX_CONNECTIONS: u32 = 10;
+/// How long a request waits for a free connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database that `url` (`postgres://…`) names and brings its schema up to
+    /// date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // The URL may carry a password, so it is never repeated in a message.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open(format!("invalid PostgreSQL URL: {e}")))?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with options already parsed, and brings the schema up to date.
+    pub(crate) async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Open(format!("cannot connect to PostgreSQL: {e}")))?;
+        // The migrator takes an advisory lock, so replicas starting together migrate once.
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| {
+                StoreError::Open(format!("cannot bring the PostgreSQL schema up to date: {e}"))
+            })?;
+        Ok(Self { pool })
+    }
+}
+
+/// The scope as a bind value for `$n::uuid[]`: `NULL` for every tenant. Queries test it as
+/// `($n::uuid[] IS NULL OR tenant_id = ANY($n::uuid[]))`.
+fn scope_param(scope: &TenantScope) -> Option<Vec<Uuid>> {
+    match scope {
+        TenantScope::All => None,
+        TenantScope::Only(ids) => Some(ids.iter().map(|id| id.0).collect()),
+    }
+}
+
+/// `NotFound` unless the tenant exists and is in scope.
+async fn tenant_in_scope(
+    conn: &mut PgConnection,
+    scope: &TenantScope,
+    tenant: TenantId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "SELECT 1 FROM tenants \
+         WHERE id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))",
+    )
+    .bind(tenant.0)
+    .bind(scope_param(scope))
+    .fetch_optional(conn)
+    .await?
+    .map(|_| ())
+    .ok_or(StoreError::NotFound)
+}
+
+#[derive(FromRow)]
+struct TenantRow {
+    id: Uuid,
+    name: String,
+    entra_tenant_id: Uuid,
+    created_at: OffsetDateTime,
+}
+
+const TENANT_COLUMNS: &str = "id, name, entra_tenant_id, created_at";
+
+impl TenantRow {
+    fn into_domain(self) -> Tenant {
+        Tenant {
+            id: TenantId(self.id),
+            name: self.name,
+            entra_tenant_id: self.entra_tenant_id,
+            created_at: self.created_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    description: String,
+    expires_at: OffsetDateTime,
+    max_uses: i64,
+    uses: i64,
+    revoked_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, description, expires_at, max_uses, uses, revoked_at, created_at";
+
+impl TokenRow {
+    fn into_domain(self) -> Result<EnrollmentToken, StoreError> {
+        Ok(EnrollmentToken {
+            id: EnrollmentTokenId(self.id),
+            tenant_id: TenantId(self.tenant_id),
+            description: self.description,
+            expires_at: self.expires_at,
+            max_uses: convert::to_u32(self.max_uses, "enrollment token max_uses")?,
+            uses: convert::to_u32(self.uses, "enrollment token uses")?,
+            revoked_at: self.revoked_at,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct AgentRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    hostname: String,
+    os: String,
+    agent_version: String,
+    ad_domain: String,
+    enrolled_at: OffsetDateTime,
+    last_seen_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+const AGENT_COLUMNS: &str = "id, tenant_id, hostname, os, agent_version, ad_domain, \
+                             enrolled_at, last_seen_at, revoked_at";
+
+impl AgentRow {
+    fn into_domain(self) -> Agent {
+        Agent {
+            id: AgentId(self.id),
+            tenant_id: TenantId(self.tenant_id),
+            host: HostFacts {
+                hostname: self.hostname,
+                os: self.os,
+                agent_version: self.agent_version,
+                ad_domain: self.ad_domain,
+            },
+            enrolled_at: self.enrolled_at,
+            last_seen_at: self.last_seen_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct AgentCredentialRow {
+    #[sqlx(flatten)]
+    agent: AgentRow,
+    credential_hash: Vec<u8>,
+}
+
+#[derive(FromRow)]
+struct LatestRow {
+    agent_id: Uuid,
+    report_id: Uuid,
+    check_id: String,
+    status: String,
+    summary: String,
+    evidence: Json<serde_json::Value>,
+    remediation: String,
+    duration_ms: i64,
+    observed_at: OffsetDateTime,
+}
+
+impl LatestRow {
+    fn into_domain(self) -> Result<LatestResult, StoreError> {
+        Ok(LatestResult {
+            agent_id: AgentId(self.agent_id),
+            report_id: ReportId(self.report_id),
+            result: ResultRecord {
+                check_id: self.check_id,
+                status: convert::status(&self.status)?,
+                summary: self.summary,
+                evidence: self.evidence.0,
+                remediation: self.remediation,
+                duration_ms: convert::to_u64(self.duration_ms, "latest result duration_ms")?,
+                observed_at: self.observed_at,
+            },
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct RollupRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    last_seen_at: Option<OffsetDateTime>,
+    worst_rank: Option<i64>,
+}
+
+impl RollupRow {
+    fn into_domain(self) -> Result<AgentRollup, StoreError> {
+        Ok(AgentRollup {
+            tenant_id: TenantId(self.tenant_id),
+            agent_id: AgentId(self.id),
+            worst: convert::status_of_rank(self.worst_rank)?,
+            last_seen_at: self.last_seen_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ApiKeyRow {
+    id: Uuid,
+    name: String,
+    role: String,
+    created_at: OffsetDateTime,
+    last_used_at: Option<OffsetDateTime>,
+    expires_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, name, role, created_at, last_used_at, expires_at, revoked_at";
+
+impl ApiKeyRow {
+    fn into_domain(self) -> Result<ApiKey, StoreError> {
+        Ok(ApiKey {
+            id: ApiKeyId(self.id),
+            name: self.name,
+            role: convert::role(&self.role)?,
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, new: NewTenant) -> Result<Tenant, StoreError> {
+        let row: TenantRow = sqlx::query_as(&format!(
+            "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4) \
+             RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(TenantId::new().0)
+        .bind(&new.name)
+        .bind(new.entra_tenant_id)
+        .bind(convert::now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_as(|| format!("a tenant named {:?} already exists", new.name)))?;
+        Ok(row.into_domain())
+    }
+
+    async fn tenant(&self, scope: &TenantScope, id: TenantId) -> Result<Tenant, StoreError> {
+        let row: Option<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants \
+             WHERE id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))"
+        ))
+        .bind(id.0)
+        .bind(scope_param(scope))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.ok_or(StoreError::NotFound)?.into_domain())
+    }
+
+    async fn list_tenants(
+        &self,
+        scope: &TenantScope,
+        page: PageRequest,
+    ) -> Result<Page<Tenant>, StoreError> {
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants \
+             WHERE ($1::uuid IS NULL OR id > $1::uuid) \
+               AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[])) \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(page.after)
+        .bind(scope_param(scope))
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.into_iter().map(TenantRow::into_domain).collect();
+        Ok(into_page(items, page.limit))
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        scope: &TenantScope,
+        new: NewEnrollmentToken,
+    ) -> Result<EnrollmentToken, StoreError> {
+        // The foreign key keeps the tenant from disappearing; the scope is checked in the same
+        // statement that inserts.
+        let row: Option<TokenRow> = sqlx::query_as(&format!(
+            "INSERT INTO enrollment_tokens \
+               (id, tenant_id, token_hash, description, expires_at, max_uses, uses, created_at) \
+             SELECT $1, t.id, $3, $4, $5, $6, 0, $7 FROM tenants t \
+             WHERE t.id = $2 AND ($8::uuid[] IS NULL OR t.id = ANY($8::uuid[])) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(EnrollmentTokenId::new().0)
+        .bind(new.tenant_id.0)
+        .bind(&new.token_hash)
+        .bind(&new.description)
+        .bind(instant(new.expires_at))
+        .bind(i64::from(new.max_uses))
+        .bind(convert::now())
+        .bind(scope_param(scope))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(conflict_as(|| {
+            "an enrollment token with this secret already exists".to_owned()
+        }))?;
+        row.ok_or(StoreError::NotFound)?.into_domain()
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<EnrollmentToken>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let rows: Vec<TokenRow> = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE tenant_id = $1 ORDER BY id"
+        ))
+        .bind(tenant.0)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(TokenRow::into_domain).collect()
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        id: EnrollmentTokenId,
+        at: OffsetDateTime,
+    ) -> Result<EnrollmentToken, StoreError> {
+        let row: Option<TokenRow> = sqlx::query_as(&format!(
+            "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $1) \
+             WHERE id = $2 AND tenant_id = $3 \
+               AND ($4::uuid[] IS NULL OR tenant_id = ANY($4::uuid[])) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(instant(at))
+        .bind(id.0)
+        .bind(tenant.0)
+        .bind(scope_param(scope))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(StoreError::NotFound)?.into_domain()
+    }
+
+    async fn redeem_enrollment_token(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+        agent: NewAgent,
+    ) -> Result<Result<Agent, TokenRejection>, StoreError> {
+        let now = instant(now);
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: a concurrent redemption of the same token waits here until this one
+        // commits, then reads the uses this one counted.
+        let token: Option<TokenRow> = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(token) = token else {
+            return Ok(Err(TokenRejection::Unknown));
+        };
+        let token = token.into_domain()?;
+        if let Some(rejection) = rejection(&token, now) {
+            return Ok(Err(rejection));
+        }
+        sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = $1")
+            .bind(token.id.0)
+            .execute(&mut *tx)
+            .await?;
+        let row: AgentRow = sqlx::query_as(&format!(
+            "INSERT INTO agents (id, tenant_id, credential_hash, hostname, os, agent_version, \
+                                 ad_domain, enrolled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(agent.id.0)
+        .bind(token.tenant_id.0)
+        .bind(&agent.credential_hash)
+        .bind(&agent.host.hostname)
+        .bind(&agent.host.os)
+        .bind(&agent.host.agent_version)
+        .bind(&agent.host.ad_domain)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(|| format!("an agent with id {} already exists", agent.id)))?;
+        tx.commit().await?;
+        Ok(Ok(row.into_domain()))
+    }
+
+    async fn agent_credential(&self, id: AgentId) -> Result<AgentCredential, StoreError> {
+        let row: Option<AgentCredentialRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS}, credential_hash FROM agents WHERE id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        Ok(AgentCredential {
+            agent: row.agent.into_domain(),
+            credential_hash: row.credential_hash,
+        })
+    }
+
+    async fn touch_agent(
+        &self,
+        id: AgentId,
+        at: OffsetDateTime,
+        host: Option<&HostFacts>,
+    ) -> Result<(), StoreError> {
+        // last_seen_at only moves forward (GREATEST ignores NULL): a late, slow request never
+        // makes an agent look older than it is.
+        let done = sqlx::query(
+            "UPDATE agents SET last_seen_at = GREATEST(last_seen_at, $2), \
+                hostname = COALESCE($3, hostname), os = COALESCE($4, os), \
+                agent_version = COALESCE($5, agent_version), ad_domain = COALESCE($6, ad_domain) \
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(instant(at))
+        .bind(host.map(|h| h.hostname.as_str()))
+        .bind(host.map(|h| h.os.as_str()))
+        .bind(host.map(|h| h.agent_version.as_str()))
+        .bind(host.map(|h| h.ad_domain.as_str()))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn list_agents(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 ORDER BY enrolled_at, id"
+        ))
+        .bind(tenant.0)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows.into_iter().map(AgentRow::into_domain).collect())
+    }
+
+    async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError> {
+        check_unique_checks(report)?;
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<(Uuid,)> = sqlx::query_as("SELECT tenant_id FROM agents WHERE id = $1")
+            .bind(report.agent_id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if owner.is_none_or(|(t,)| t != report.tenant_id.0) {
+            return Err(StoreError::NotFound);
+        }
+        // ON CONFLICT DO NOTHING rather than catching a unique violation, which would abort
+        // the transaction. A concurrent insert of the same id waits for the other to finish.
+        let inserted = sqlx::query(
+            "INSERT INTO reports (id, agent_id, tenant_id, started_at, finished_at, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(report.id.0)
+        .bind(report.agent_id.0)
+        .bind(report.tenant_id.0)
+        .bind(instant(report.started_at))
+        .bind(instant(report.finished_at))
+        .bind(convert::now())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // Dropping the transaction rolls it back; nothing was changed.
+            return Ok(IngestOutcome::Duplicate);
+        }
+        let results = &report.results;
+        sqlx::query(
+            "INSERT INTO report_results (report_id, check_id, status, summary, evidence, \
+                                         remediation, duration_ms, observed_at) \
+             SELECT $1, r.* FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], \
+                                        $6::text[], $7::bigint[], $8::timestamptz[]) \
+                AS r (check_id, status, summary, evidence, remediation, duration_ms, observed_at)",
+        )
+        .bind(report.id.0)
+        .bind(results.iter().map(|r| r.check_id.as_str()).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| Json(&r.evidence)).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.remediation.as_str()).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| convert::from_u64(r.duration_ms)).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| instant(r.observed_at)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        // Forward only: a result replaces the stored one only if it was observed at the same
+        // time or later. Rows are taken in check order so two reports of one agent lock the
+        // same rows in the same order and cannot deadlock.
+        sqlx::query(
+            "INSERT INTO latest_results (agent_id, check_id, tenant_id, report_id, status, \
+                                         summary, evidence, remediation, duration_ms, observed_at) \
+             SELECT $2, r.check_id, $3, r.report_id, r.status, r.summary, r.evidence, \
+                    r.remediation, r.duration_ms, r.observed_at \
+             FROM report_results r WHERE r.report_id = $1 ORDER BY r.check_id COLLATE \"C\" \
+             ON CONFLICT (agent_id, check_id) DO UPDATE SET \
+                report_id = excluded.report_id, status = excluded.status, \
+                summary = excluded.summary, evidence = excluded.evidence, \
+                remediation = excluded.remediation, duration_ms = excluded.duration_ms, \
+                observed_at = excluded.observed_at \
+             WHERE excluded.observed_at >= latest_results.observed_at",
+        )
+        .bind(report.id.0)
+        .bind(report.agent_id.0)
+        .bind(report.tenant_id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IngestOutcome::Stored)
+    }
+
+    async fn latest_results(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<LatestResult>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        // COLLATE "C": byte order, the same order SQLite returns.
+        let rows: Vec<LatestRow> = sqlx::query_as(
+            "SELECT agent_id, report_id, check_id, status, summary, evidence, remediation, \
+                    duration_ms, observed_at \
+             FROM latest_results WHERE tenant_id = $1 \
+             ORDER BY agent_id, check_id COLLATE \"C\"",
+        )
+        .bind(tenant.0)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(LatestRow::into_domain).collect()
+    }
+
+    async fn agent_rollups(&self, scope: &TenantScope) -> Result<Vec<AgentRollup>, StoreError> {
+        let rows: Vec<RollupRow> = sqlx::query_as(&format!(
+            "SELECT a.id, a.tenant_id, a.last_seen_at, MAX({rank})::bigint AS worst_rank \
+             FROM agents a LEFT JOIN latest_results l ON l.agent_id = a.id \
+             WHERE ($1::uuid[] IS NULL OR a.tenant_id = ANY($1::uuid[])) \
+             GROUP BY a.id ORDER BY a.id",
+            rank = &*STATUS_RANK_SQL
+        ))
+        .bind(scope_param(scope))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(RollupRow::into_domain).collect()
+    }
+
+    async fn count_tenants(&self, scope: &TenantScope) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM tenants \
+             WHERE $1::uuid[] IS NULL OR id = ANY($1::uuid[])",
+        )
+        .bind(scope_param(scope))
+        .fetch_one(&self.pool)
+        .await?;
+        convert::to_u64(n, "tenant count")
+    }
+
+    async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError> {
+        let row: ApiKeyRow = sqlx::query_as(&format!(
+            "INSERT INTO api_keys (id, name, role, key_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(ApiKeyId::new().0)
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(&new.key_hash)
+        .bind(convert::now())
+        .bind(new.expires_at.map(instant))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_as(|| "an API key with this secret already exists".to_owned()))?;
+        row.into_domain()
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        convert::to_u64(n, "api key count")
+    }
+
+    async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime) -> Result<ApiKey, StoreError> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "UPDATE api_keys SET last_used_at = GREATEST(last_used_at, $2) \
+             WHERE key_hash = $1 RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(key_hash)
+        .bind(instant(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(StoreError::NotFound)?.into_domain()
+    }
+}

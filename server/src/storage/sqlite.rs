@@ -1,0 +1,877 @@
+//! The embedded store: one SQLite file, nothing to install (or an in-memory database for trials
+//! and tests).
+//!
+//! Representation (see `migrations/sqlite/0001_initial.sql`): ids are lowercase hyphenated UUID
+//! text, which sorts exactly like the UUID bytes, so UUIDv7 ids page in creation order as they
+//! do on PostgreSQL; instants are integer microseconds since the Unix epoch, UTC.
+//!
+//! Write locking: every write runs in a `BEGIN IMMEDIATE` transaction on a pool of exactly one
+//! connection, while reads use a separate pool.
+//! - The single write connection queues this process's writers fairly inside the async pool
+//!   instead of letting them spin in SQLite's sleeping busy handler.
+//! - `BEGIN IMMEDIATE` takes the database's write lock before the first read of the
+//!   transaction, so a read-then-write transaction (redeeming a token) can never find its
+//!   snapshot stale when it comes to write, and another process writing the same file (a
+//!   second server, the `sqlite3` shell) is waited for, up to the busy timeout, at `BEGIN`.
+//! - `Pool::begin_with` lets sqlx track the transaction: dropping it unfinished (an error, a
+//!   cancelled request) rolls it back before the connection is reused.
+//!
+//! WAL mode lets the readers run beside the writer. An in-memory database uses one connection
+//! for everything, because each connection would otherwise see its own empty database.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, SqliteConnection, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{
+    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
+    EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
+    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ResultRecord, Tenant,
+    TenantId, TenantScope, TokenRejection,
+};
+use crate::storage::convert::{
+    self, STATUS_RANK_SQL, check_unique_checks, conflict_as, corrupt, fetch_limit, into_page,
+    rejection,
+};
+use crate::storage::{Store, StoreError};
+
+/// How long a writer waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Readers of a file database; SQLite runs each connection on its own thread.
+const READ_CONNECTIONS: u32 = 4;
+
+/// The store on SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Reads only; several connections, each seeing the last committed state.
+    read: SqlitePool,
+    /// Every write, on exactly one connection (see the module documentation).
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database that `url` names and brings its schema up
+    /// to date. Accepts `sqlite:path`, `sqlite://path`, a bare path and `sqlite::memory:`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open(format!("invalid SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            // FULL: a report acknowledged to an agent (which then deletes it from its spool)
+            // must survive a power cut, not only a crash of this process.
+            .synchronous(SqliteSynchronous::Full);
+        let memory = is_memory(url);
+        let options = if memory {
+            options
+        } else {
+            options.journal_mode(SqliteJournalMode::Wal)
+        };
+        let open_error = |e: sqlx::Error| {
+            StoreError::Open(format!("cannot open the SQLite database {url:?}: {e}"))
+        };
+
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(if memory { 1 } else { 0 })
+            // An in-memory database lives as long as its one connection.
+            .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
+            .max_lifetime(if memory { None } else { Some(Duration::from_secs(1800)) })
+            .connect_with(options.clone())
+            .await
+            .map_err(open_error)?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&write)
+            .await
+            .map_err(|e| {
+                StoreError::Open(format!("cannot bring the SQLite schema in {url:?} up to date: {e}"))
+            })?;
+        let read = if memory {
+            write.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(READ_CONNECTIONS)
+                .connect_with(options)
+                .await
+                .map_err(open_error)?
+        };
+        Ok(Self { read, write })
+    }
+
+    /// Starts a write transaction holding the database's write lock.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Whether `url` names an in-memory database (`sqlite::memory:` or `?mode=memory`).
+fn is_memory(url: &str) -> bool {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
+/// The stored form of an id.
+fn id_text(id: &Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+/// Reads a stored id.
+fn id_of(s: &str, what: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| corrupt(what, e))
+}
+
+/// The stored form of an instant: microseconds since the Unix epoch.
+fn micros(t: OffsetDateTime) -> i64 {
+    let us = t.unix_timestamp_nanos().div_euclid(1_000);
+    // Only reachable with the `large-dates` feature of `time`, far outside any real instant.
+    i64::try_from(us).unwrap_or(if us < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Reads a stored instant.
+fn instant_of(us: i64, what: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(|e| corrupt(what, e))
+}
+
+fn opt_instant_of(us: Option<i64>, what: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    us.map(|us| instant_of(us, what)).transpose()
+}
+
+/// The scope as a bind value: `NULL` for every tenant, otherwise a JSON array of ids for
+/// `json_each`. Queries test it as `(?n IS NULL OR tenant_id IN (SELECT value FROM json_each(?n)))`.
+fn scope_param(scope: &TenantScope) -> Option<String> {
+    match scope {
+        TenantScope::All => None,
+        TenantScope::Only(ids) => Some(
+            serde_json::Value::from(ids.iter().map(|id| id_text(&id.0)).collect::<Vec<_>>())
+                .to_string(),
+        ),
+    }
+}
+
+/// `NotFound` unless the tenant exists and is in scope.
+async fn tenant_in_scope(
+    conn: &mut SqliteConnection,
+    scope: &TenantScope,
+    tenant: TenantId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "SELECT 1 FROM tenants \
+         WHERE id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
+    )
+    .bind(id_text(&tenant.0))
+    .bind(scope_param(scope))
+    .fetch_optional(conn)
+    .await?
+    .map(|_| ())
+    .ok_or(StoreError::NotFound)
+}
+
+#[derive(FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    entra_tenant_id: String,
+    created_at: i64,
+}
+
+const TENANT_COLUMNS: &str = "id, name, entra_tenant_id, created_at";
+
+impl TenantRow {
+    fn into_domain(self) -> Result<Tenant, StoreError> {
+        Ok(Tenant {
+            id: TenantId(id_of(&self.id, "tenant id")?),
+            name: self.name,
+            entra_tenant_id: id_of(&self.entra_tenant_id, "tenant entra_tenant_id")?,
+            created_at: instant_of(self.created_at, "tenant created_at")?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: String,
+    tenant_id: String,
+    description: String,
+    expires_at: i64,
+    max_uses: i64,
+    uses: i64,
+    revoked_at: Option<i64>,
+    created_at: i64,
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, description, expires_at, max_uses, uses, revoked_at, created_at";
+
+impl TokenRow {
+    fn into_domain(self) -> Result<EnrollmentToken, StoreError> {
+        Ok(EnrollmentToken {
+            id: EnrollmentTokenId(id_of(&self.id, "enrollment token id")?),
+            tenant_id: TenantId(id_of(&self.tenant_id, "enrollment token tenant_id")?),
+            description: self.description,
+            expires_at: instant_of(self.expires_at, "enrollment token expires_at")?,
+            max_uses: convert::to_u32(self.max_uses, "enrollment token max_uses")?,
+            uses: convert::to_u32(self.uses, "enrollment token uses")?,
+            revoked_at: opt_instant_of(self.revoked_at, "enrollment token revoked_at")?,
+            created_at: instant_of(self.created_at, "enrollment token created_at")?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct AgentRow {
+    id: String,
+    tenant_id: String,
+    hostname: String,
+    os: String,
+    agent_version: String,
+    ad_domain: String,
+    enrolled_at: i64,
+    last_seen_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+const AGENT_COLUMNS: &str = "id, tenant_id, hostname, os, agent_version, ad_domain, \
+                             enrolled_at, last_seen_at, revoked_at";
+
+impl AgentRow {
+    fn into_domain(self) -> Result<Agent, StoreError> {
+        Ok(Agent {
+            id: AgentId(id_of(&self.id, "agent id")?),
+            tenant_id: TenantId(id_of(&self.tenant_id, "agent tenant_id")?),
+            host: HostFacts {
+                hostname: self.hostname,
+                os: self.os,
+                agent_version: self.agent_version,
+                ad_domain: self.ad_domain,
+            },
+            enrolled_at: instant_of(self.enrolled_at, "agent enrolled_at")?,
+            last_seen_at: opt_instant_of(self.last_seen_at, "agent last_seen_at")?,
+            revoked_at: opt_instant_of(self.revoked_at, "agent revoked_at")?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct AgentCredentialRow {
+    #[sqlx(flatten)]
+    agent: AgentRow,
+    credential_hash: Vec<u8>,
+}
+
+#[derive(FromRow)]
+struct LatestRow {
+    agent_id: String,
+    report_id: String,
+    check_id: String,
+    status: String,
+    summary: String,
+    evidence: String,
+    remediation: String,
+    duration_ms: i64,
+    observed_at: i64,
+}
+
+impl LatestRow {
+    fn into_domain(self) -> Result<LatestResult, StoreError> {
+        Ok(LatestResult {
+            agent_id: AgentId(id_of(&self.agent_id, "latest result agent_id")?),
+            report_id: ReportId(id_of(&self.report_id, "latest result report_id")?),
+            result: ResultRecord {
+                check_id: self.check_id,
+                status: convert::status(&self.status)?,
+                summary: self.summary,
+                evidence: serde_json::from_str(&self.evidence)
+                    .map_err(|e| corrupt("latest result evidence", e))?,
+                remediation: self.remediation,
+                duration_ms: convert::to_u64(self.duration_ms, "latest result duration_ms")?,
+                observed_at: instant_of(self.observed_at, "latest result observed_at")?,
+            },
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct RollupRow {
+    id: String,
+    tenant_id: String,
+    last_seen_at: Option<i64>,
+    worst_rank: Option<i64>,
+}
+
+impl RollupRow {
+    fn into_domain(self) -> Result<AgentRollup, StoreError> {
+        Ok(AgentRollup {
+            tenant_id: TenantId(id_of(&self.tenant_id, "agent tenant_id")?),
+            agent_id: AgentId(id_of(&self.id, "agent id")?),
+            worst: convert::status_of_rank(self.worst_rank)?,
+            last_seen_at: opt_instant_of(self.last_seen_at, "agent last_seen_at")?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ApiKeyRow {
+    id: String,
+    name: String,
+    role: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, name, role, created_at, last_used_at, expires_at, revoked_at";
+
+impl ApiKeyRow {
+    fn into_domain(self) -> Result<ApiKey, StoreError> {
+        Ok(ApiKey {
+            id: ApiKeyId(id_of(&self.id, "api key id")?),
+            name: self.name,
+            role: convert::role(&self.role)?,
+            created_at: instant_of(self.created_at, "api key created_at")?,
+            last_used_at: opt_instant_of(self.last_used_at, "api key last_used_at")?,
+            expires_at: opt_instant_of(self.expires_at, "api key expires_at")?,
+            revoked_at: opt_instant_of(self.revoked_at, "api key revoked_at")?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, new: NewTenant) -> Result<Tenant, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: TenantRow = sqlx::query_as(&format!(
+            "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4) \
+             RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(id_text(&TenantId::new().0))
+        .bind(&new.name)
+        .bind(id_text(&new.entra_tenant_id))
+        .bind(micros(convert::now()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(|| format!("a tenant named {:?} already exists", new.name)))?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+
+    async fn tenant(&self, scope: &TenantScope, id: TenantId) -> Result<Tenant, StoreError> {
+        let row: Option<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants \
+             WHERE id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))"
+        ))
+        .bind(id_text(&id.0))
+        .bind(scope_param(scope))
+        .fetch_optional(&self.read)
+        .await?;
+        row.ok_or(StoreError::NotFound)?.into_domain()
+    }
+
+    async fn list_tenants(
+        &self,
+        scope: &TenantScope,
+        page: PageRequest,
+    ) -> Result<Page<Tenant>, StoreError> {
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants \
+             WHERE (?1 IS NULL OR id > ?1) \
+               AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2))) \
+             ORDER BY id LIMIT ?3"
+        ))
+        .bind(page.after.as_ref().map(id_text))
+        .bind(scope_param(scope))
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&self.read)
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(TenantRow::into_domain)
+            .collect::<Result<_, _>>()?;
+        Ok(into_page(items, page.limit))
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        scope: &TenantScope,
+        new: NewEnrollmentToken,
+    ) -> Result<EnrollmentToken, StoreError> {
+        let mut tx = self.begin_write().await?;
+        tenant_in_scope(&mut tx, scope, new.tenant_id).await?;
+        let row: TokenRow = sqlx::query_as(&format!(
+            "INSERT INTO enrollment_tokens \
+               (id, tenant_id, token_hash, description, expires_at, max_uses, uses, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(id_text(&EnrollmentTokenId::new().0))
+        .bind(id_text(&new.tenant_id.0))
+        .bind(&new.token_hash)
+        .bind(&new.description)
+        .bind(micros(new.expires_at))
+        .bind(i64::from(new.max_uses))
+        .bind(micros(convert::now()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(|| {
+            "an enrollment token with this secret already exists".to_owned()
+        }))?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<EnrollmentToken>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let rows: Vec<TokenRow> = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE tenant_id = ?1 ORDER BY id"
+        ))
+        .bind(id_text(&tenant.0))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(TokenRow::into_domain).collect()
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        id: EnrollmentTokenId,
+        at: OffsetDateTime,
+    ) -> Result<EnrollmentToken, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<TokenRow> = sqlx::query_as(&format!(
+            "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, ?1) \
+             WHERE id = ?2 AND tenant_id = ?3 \
+               AND (?4 IS NULL OR tenant_id IN (SELECT value FROM json_each(?4))) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(micros(at))
+        .bind(id_text(&id.0))
+        .bind(id_text(&tenant.0))
+        .bind(scope_param(scope))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+
+    async fn redeem_enrollment_token(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+        agent: NewAgent,
+    ) -> Result<Result<Agent, TokenRejection>, StoreError> {
+        let now = convert::instant(now);
+        // IMMEDIATE: no other writer can take a use between this read and the update below.
+        let mut tx = self.begin_write().await?;
+        let token: Option<TokenRow> = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = ?1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(token) = token else {
+            return Ok(Err(TokenRejection::Unknown));
+        };
+        let token = token.into_domain()?;
+        if let Some(rejection) = rejection(&token, now) {
+            return Ok(Err(rejection));
+        }
+        sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?1")
+            .bind(id_text(&token.id.0))
+            .execute(&mut *tx)
+            .await?;
+        let row: AgentRow = sqlx::query_as(&format!(
+            "INSERT INTO agents (id, tenant_id, credential_hash, hostname, os, agent_version, \
+                                 ad_domain, enrolled_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(id_text(&agent.id.0))
+        .bind(id_text(&token.tenant_id.0))
+        .bind(&agent.credential_hash)
+        .bind(&agent.host.hostname)
+        .bind(&agent.host.os)
+        .bind(&agent.host.agent_version)
+        .bind(&agent.host.ad_domain)
+        .bind(micros(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(|| format!("an agent with id {} already exists", agent.id)))?;
+        tx.commit().await?;
+        Ok(Ok(row.into_domain()?))
+    }
+
+    async fn agent_credential(&self, id: AgentId) -> Result<AgentCredential, StoreError> {
+        let row: Option<AgentCredentialRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS}, credential_hash FROM agents WHERE id = ?1"
+        ))
+        .bind(id_text(&id.0))
+        .fetch_optional(&self.read)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        Ok(AgentCredential {
+            agent: row.agent.into_domain()?,
+            credential_hash: row.credential_hash,
+        })
+    }
+
+    async fn touch_agent(
+        &self,
+        id: AgentId,
+        at: OffsetDateTime,
+        host: Option<&HostFacts>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        // last_seen_at only moves forward: a late, slow request never makes an agent look
+        // older than it is.
+        let done = sqlx::query(
+            "UPDATE agents SET last_seen_at = MAX(COALESCE(last_seen_at, ?2), ?2), \
+                hostname = COALESCE(?3, hostname), os = COALESCE(?4, os), \
+                agent_version = COALESCE(?5, agent_version), ad_domain = COALESCE(?6, ad_domain) \
+             WHERE id = ?1",
+        )
+        .bind(id_text(&id.0))
+        .bind(micros(at))
+        .bind(host.map(|h| h.hostname.as_str()))
+        .bind(host.map(|h| h.os.as_str()))
+        .bind(host.map(|h| h.agent_version.as_str()))
+        .bind(host.map(|h| h.ad_domain.as_str()))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_agents(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = ?1 ORDER BY enrolled_at, id"
+        ))
+        .bind(id_text(&tenant.0))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(AgentRow::into_domain).collect()
+    }
+
+    async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError> {
+        check_unique_checks(report)?;
+        let report_id = id_text(&report.id.0);
+        let agent_id = id_text(&report.agent_id.0);
+        let tenant_id = id_text(&report.tenant_id.0);
+
+        let mut tx = self.begin_write().await?;
+        let owner: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM agents WHERE id = ?1")
+            .bind(&agent_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if owner.is_none_or(|(t,)| t != tenant_id) {
+            return Err(StoreError::NotFound);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO reports (id, agent_id, tenant_id, started_at, finished_at, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&report_id)
+        .bind(&agent_id)
+        .bind(&tenant_id)
+        .bind(micros(report.started_at))
+        .bind(micros(report.finished_at))
+        .bind(micros(convert::now()))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // Dropping the transaction rolls it back; nothing was changed.
+            return Ok(IngestOutcome::Duplicate);
+        }
+        for r in &report.results {
+            sqlx::query(
+                "INSERT INTO report_results (report_id, check_id, status, summary, evidence, \
+                                             remediation, duration_ms, observed_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(&report_id)
+            .bind(&r.check_id)
+            .bind(r.status.as_str())
+            .bind(&r.summary)
+            .bind(r.evidence.to_string())
+            .bind(&r.remediation)
+            .bind(convert::from_u64(r.duration_ms))
+            .bind(micros(r.observed_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Forward only: a result replaces the stored one only if it was observed at the same
+        // time or later. (SQLite's parser needs the SELECT of an upsert to have a WHERE.)
+        sqlx::query(
+            "INSERT INTO latest_results (agent_id, check_id, tenant_id, report_id, status, \
+                                         summary, evidence, remediation, duration_ms, observed_at) \
+             SELECT ?2, r.check_id, ?3, r.report_id, r.status, r.summary, r.evidence, \
+                    r.remediation, r.duration_ms, r.observed_at \
+             FROM report_results r WHERE r.report_id = ?1 ORDER BY r.check_id \
+             ON CONFLICT (agent_id, check_id) DO UPDATE SET \
+                report_id = excluded.report_id, status = excluded.status, \
+                summary = excluded.summary, evidence = excluded.evidence, \
+                remediation = excluded.remediation, duration_ms = excluded.duration_ms, \
+                observed_at = excluded.observed_at \
+             WHERE excluded.observed_at >= latest_results.observed_at",
+        )
+        .bind(&report_id)
+        .bind(&agent_id)
+        .bind(&tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IngestOutcome::Stored)
+    }
+
+    async fn latest_results(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Vec<LatestResult>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let rows: Vec<LatestRow> = sqlx::query_as(
+            "SELECT agent_id, report_id, check_id, status, summary, evidence, remediation, \
+                    duration_ms, observed_at \
+             FROM latest_results WHERE tenant_id = ?1 ORDER BY agent_id, check_id",
+        )
+        .bind(id_text(&tenant.0))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(LatestRow::into_domain).collect()
+    }
+
+    async fn agent_rollups(&self, scope: &TenantScope) -> Result<Vec<AgentRollup>, StoreError> {
+        let rows: Vec<RollupRow> = sqlx::query_as(&format!(
+            "SELECT a.id, a.tenant_id, a.last_seen_at, MAX({rank}) AS worst_rank \
+             FROM agents a LEFT JOIN latest_results l ON l.agent_id = a.id \
+             WHERE (?1 IS NULL OR a.tenant_id IN (SELECT value FROM json_each(?1))) \
+             GROUP BY a.id, a.tenant_id, a.last_seen_at ORDER BY a.id",
+            rank = &*STATUS_RANK_SQL
+        ))
+        .bind(scope_param(scope))
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(RollupRow::into_domain).collect()
+    }
+
+    async fn count_tenants(&self, scope: &TenantScope) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM tenants \
+             WHERE ?1 IS NULL OR id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(scope_param(scope))
+        .fetch_one(&self.read)
+        .await?;
+        convert::to_u64(n, "tenant count")
+    }
+
+    async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: ApiKeyRow = sqlx::query_as(&format!(
+            "INSERT INTO api_keys (id, name, role, key_hash, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(id_text(&ApiKeyId::new().0))
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(&new.key_hash)
+        .bind(micros(convert::now()))
+        .bind(new.expires_at.map(micros))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(|| "an API key with this secret already exists".to_owned()))?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.read)
+            .await?;
+        convert::to_u64(n, "api key count")
+    }
+
+    async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime) -> Result<ApiKey, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, ?2), ?2) \
+             WHERE key_hash = ?1 RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(key_hash)
+        .bind(micros(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::secrets;
+
+    #[test]
+    fn memory_urls_are_recognised() {
+        assert!(is_memory("sqlite::memory:"));
+        assert!(is_memory("sqlite://:memory:"));
+        assert!(is_memory("sqlite://?mode=memory"));
+        assert!(!is_memory("sqlite:wbhealth.db"));
+        assert!(!is_memory("sqlite://data/wbhealth.db?mode=rwc"));
+    }
+
+    #[test]
+    fn stored_ids_sort_like_uuids() {
+        let mut ids: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+        let mut texts: Vec<String> = ids.iter().map(id_text).collect();
+        ids.sort();
+        texts.sort();
+        assert_eq!(texts, ids.iter().map(id_text).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn stored_instants_read_back_to_the_microsecond() {
+        for t in [
+            time::macros::datetime!(2025-06-01 12:34:56.789_012 UTC),
+            time::macros::datetime!(1960-01-01 00:00:00.000_001 UTC),
+        ] {
+            assert_eq!(instant_of(micros(t), "t").expect("in range"), t);
+        }
+    }
+
+    #[tokio::test]
+    async fn every_url_form_opens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("a.db");
+        let path = path.to_str().expect("utf-8 temp path");
+        for url in [
+            format!("sqlite:{path}"),
+            format!("sqlite://{path}"),
+            path.to_owned(),
+            "sqlite::memory:".to_owned(),
+        ] {
+            let store = SqliteStore::connect(&url).await.expect(&url);
+            store.ping().await.expect("ping");
+        }
+        assert!(std::path::Path::new(path).exists());
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_one_database() {
+        let store = SqliteStore::connect("sqlite::memory:")
+            .await
+            .expect("memory db");
+        let new = NewTenant {
+            name: "Contoso".into(),
+            entra_tenant_id: Uuid::new_v4(),
+        };
+        let t = store.create_tenant(new).await.expect("create");
+        // read through the read path
+        assert_eq!(store.tenant(&TenantScope::All, t.id).await.expect("get"), t);
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_an_open_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite:{}/no/such/folder/a.db", dir.path().display());
+        let err = SqliteStore::connect(&url).await.expect_err("cannot open");
+        assert!(matches!(err, StoreError::Open(ref m) if m.contains("no/such/folder")), "{err}");
+    }
+
+    /// Two stores on one file stand for two server processes: `BEGIN IMMEDIATE` and the busy
+    /// timeout, not the in-process write pool, must keep them from sharing a token's last use.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_cannot_share_a_last_use() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite:{}", dir.path().join("a.db").display());
+        let a = Arc::new(SqliteStore::connect(&url).await.expect("open a"));
+        let b = Arc::new(SqliteStore::connect(&url).await.expect("open b"));
+        let tenant = a
+            .create_tenant(NewTenant {
+                name: "Contoso".into(),
+                entra_tenant_id: Uuid::new_v4(),
+            })
+            .await
+            .expect("tenant");
+        let hash = secrets::hash("token");
+        a.create_enrollment_token(
+            &TenantScope::All,
+            NewEnrollmentToken {
+                tenant_id: tenant.id,
+                token_hash: hash.clone(),
+                description: "race".into(),
+                expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
+                max_uses: 3,
+            },
+        )
+        .await
+        .expect("token");
+
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let hash = hash.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .redeem_enrollment_token(
+                        &hash,
+                        OffsetDateTime::now_utc(),
+                        NewAgent {
+                            id: AgentId::new(),
+                            credential_hash: secrets::hash(&format!("cred{i}")),
+                            host: HostFacts::default(),
+                        },
+                    )
+                    .await
+            }));
+        }
+        let mut enrolled = 0;
+        for task in tasks {
+            match task.await.expect("task").expect("no database error") {
+                Ok(_) => enrolled += 1,
+                Err(r) => assert_eq!(r, TokenRejection::Exhausted),
+            }
+        }
+        assert_eq!(enrolled, 3);
+        let agents = b
+            .list_agents(&TenantScope::All, tenant.id)
+            .await
+            .expect("agents");
+        assert_eq!(agents.len(), 3);
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests for wbhealth, run as one test binary.
+//!
+//! They talk to real peers: a Samba AD DC provisioned per test, a PostgreSQL
+//! database created per test, and TLS endpoints signed by a test CA (see
+//! `support`). A test whose peer cannot be found prints `skipped: <reason>`
+//! and passes, unless `WBH_TEST_REQUIRE_SERVICES=1` turns that into a failure.
+//! `bash tests/run.sh` installs and starts what the tests need.
+
+mod peers;
+mod support;

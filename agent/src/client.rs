@@ -68,7 +68,7 @@ pub fn host_facts(host_name: &str, settings: &Settings) -> HostFacts {
         hostname: host_name.to_owned(),
         os: crate::config::os_description(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        ad_domain: settings.ldap.as_ref().map(|l| l.host.clone()).unwrap_or_default(),
+        domain_controller: settings.ldap.as_ref().map(|l| l.host.clone()).unwrap_or_default(),
     }
 }
 

@@ -329,7 +329,10 @@ pub struct ProbeFailure {
 impl ProbeFailure {
     /// A failure at `step`.
     pub fn new(step: ProbeStep, message: impl Into<String>) -> Self {
-        Self { step, message: message.into() }
+        Self {
+            step,
+            message: message.into(),
+        }
     }
 }
 

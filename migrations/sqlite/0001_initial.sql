@@ -59,7 +59,8 @@ CREATE TABLE reports (
 
 CREATE INDEX reports_agent ON reports (agent_id, started_at);
 
--- Every result of every report: the history behind latest_results.
+-- Every result of every report: the history behind latest_results, written by every ingest so
+-- nothing is lost. Nothing reads it yet; history queries and retention (pruning) are future work.
 CREATE TABLE report_results (
     report_id   TEXT    NOT NULL REFERENCES reports (id),
     check_id    TEXT    NOT NULL,

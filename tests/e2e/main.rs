@@ -6,5 +6,8 @@
 //! and passes, unless `WBH_TEST_REQUIRE_SERVICES=1` turns that into a failure.
 //! `bash tests/run.sh` installs and starts what the tests need.
 
+mod agent_reports;
+mod bad_input;
+mod diagnose;
 mod peers;
 mod support;

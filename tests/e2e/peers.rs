@@ -12,7 +12,7 @@ use sqlx::Connection as _;
 
 use crate::support::postgres::fresh_database;
 use crate::support::samba::SambaDc;
-use crate::support::tls::{HttpsEndpoint, TestCa, refusing_port};
+use crate::support::tls::{HttpsEndpoint, TestCa, client_config_trusting, refusing_port};
 
 /// LDAP result code for a bind with a wrong name or password.
 const INVALID_CREDENTIALS: u32 = 49;
@@ -34,7 +34,7 @@ async fn ldaps_bind(
     )
     .context("connect to ldaps")?;
     let settings = LdapConnSettings::new()
-        .set_config(dc.ca().client_config())
+        .set_config(client_config_trusting(dc.ca_file())?)
         .set_std_stream(StdStream::Tcp(stream));
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &dc.ldaps_url())
         .await
@@ -128,12 +128,16 @@ async fn samba_dc_authenticates_added_users_and_serves_added_dns_records() -> an
     }
 
     dc.add_user("alice", "Alice-pw-1234!").await?;
-    let alice = format!("alice@{}", dc.realm());
-    ldaps_bind(&dc, dc.ip(), &alice, "Alice-pw-1234!")
-        .await?
-        .context("the added user binds")?
-        .unbind()
-        .await?;
+    for alice in [
+        format!("alice@{}", dc.realm()),
+        format!("{}\\alice", dc.netbios()),
+    ] {
+        ldaps_bind(&dc, dc.ip(), &alice, "Alice-pw-1234!")
+            .await?
+            .with_context(|| format!("the added user binds as {alice}"))?
+            .unbind()
+            .await?;
+    }
 
     let app = Ipv4Addr::new(127, 0, 0, 201);
     dc.add_dns_a("app1", app).await?;

@@ -53,8 +53,17 @@ struct Verdict {
 }
 
 impl Verdict {
-    fn into_outcome(self, def: &'static CheckDef, facts: &Facts, duration: Duration) -> CheckOutcome {
-        let remediation = if self.status == Status::Pass { String::new() } else { self.remediation };
+    fn into_outcome(
+        self,
+        def: &'static CheckDef,
+        facts: &Facts,
+        duration: Duration,
+    ) -> CheckOutcome {
+        let remediation = if self.status == Status::Pass {
+            String::new()
+        } else {
+            self.remediation
+        };
         CheckOutcome {
             check: def,
             status: self.status,
@@ -91,7 +100,10 @@ fn directory_error(facts: &Facts, what: &str, failure: &ProbeFailure) -> Verdict
     }
     Verdict {
         status: Status::Error,
-        summary: format!("could not read {what}: {} failed: {}", failure.step, failure.message),
+        summary: format!(
+            "could not read {what}: {} failed: {}",
+            failure.step, failure.message
+        ),
         evidence,
         remediation: format!(
             "Let {} read the directory: fix the {} step ({}), then run wbhealth-agent diagnose again.",
@@ -139,12 +151,18 @@ pub(crate) mod fixtures {
             protocol: "TLS 1.3".to_owned(),
             cipher_suite: "TLS13_AES_256_GCM_SHA384".to_owned(),
             peer_subject: "CN=*.microsoftonline.com".to_owned(),
-            peer_issuer: "CN=Microsoft Azure RSA TLS Issuing CA 03, O=Microsoft Corporation, C=US".to_owned(),
+            peer_issuer: "CN=Microsoft Azure RSA TLS Issuing CA 03, O=Microsoft Corporation, C=US"
+                .to_owned(),
             http_status: Ok(http_status),
         }
     }
 
-    pub fn endpoint(purpose: EndpointPurpose, host: &str, ip: &str, http_status: u16) -> EndpointProbe {
+    pub fn endpoint(
+        purpose: EndpointPurpose,
+        host: &str,
+        ip: &str,
+        http_status: u16,
+    ) -> EndpointProbe {
         EndpointProbe {
             purpose,
             host: host.to_owned(),
@@ -190,9 +208,15 @@ pub(crate) mod fixtures {
 
     /// Asserts a rendered remediation names `names` and has no placeholder left.
     pub fn assert_rendered(remediation: &str, names: &[&str]) {
-        assert!(!remediation.contains('{') && !remediation.contains('}'), "placeholder left in: {remediation}");
+        assert!(
+            !remediation.contains('{') && !remediation.contains('}'),
+            "placeholder left in: {remediation}"
+        );
         for name in names {
-            assert!(remediation.contains(name), "{name:?} missing from: {remediation}");
+            assert!(
+                remediation.contains(name),
+                "{name:?} missing from: {remediation}"
+            );
         }
     }
 }
@@ -212,9 +236,15 @@ mod tests {
     #[test]
     fn evaluate_keeps_catalogue_order_and_skips_disabled_checks() {
         let facts = fixtures::healthy();
-        let all: Vec<&str> = evaluate(&facts, &|_| true).iter().map(|o| o.check.id).collect();
-        let catalogue_order: Vec<&str> =
-            CATALOGUE.iter().map(|d| d.id).filter(|id| AGENT_CHECKS.iter().any(|(a, _)| a == id)).collect();
+        let all: Vec<&str> = evaluate(&facts, &|_| true)
+            .iter()
+            .map(|o| o.check.id)
+            .collect();
+        let catalogue_order: Vec<&str> = CATALOGUE
+            .iter()
+            .map(|d| d.id)
+            .filter(|id| AGENT_CHECKS.iter().any(|(a, _)| a == id))
+            .collect();
         assert_eq!(all, catalogue_order);
         assert_eq!(all.len(), AGENT_CHECKS.len());
 
@@ -227,7 +257,13 @@ mod tests {
     fn a_healthy_server_passes_everything_with_empty_remediation() {
         let facts = fixtures::healthy();
         for outcome in evaluate(&facts, &|_| true) {
-            assert_eq!(outcome.status, Status::Pass, "{}: {}", outcome.check.id, outcome.summary);
+            assert_eq!(
+                outcome.status,
+                Status::Pass,
+                "{}: {}",
+                outcome.check.id,
+                outcome.summary
+            );
             assert!(outcome.remediation.is_empty());
             assert!(outcome.evidence.is_object());
             assert_eq!(outcome.observed_at, facts.observed_at);

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use wbhealth_catalogue::{Status, render};
 
 use super::{Verdict, def, plural};
-use crate::facts::{DnsFailureKind, DnsLookup, EndpointProbe, EndpointPurpose, EndpointStep, Facts};
+use crate::facts::{
+    DnsFailureKind, DnsLookup, EndpointProbe, EndpointPurpose, EndpointStep, Facts,
+};
 use crate::result::CheckOutcome;
 
 /// Catalogue id of the DNS check.
@@ -51,14 +53,22 @@ pub fn dns_resolution(facts: &Facts) -> CheckOutcome {
     } else if failed.is_empty() {
         Verdict {
             status: Status::Pass,
-            summary: format!("{} resolve", plural(lookups.len(), "endpoint host", "endpoint hosts")),
+            summary: format!(
+                "{} resolve",
+                plural(lookups.len(), "endpoint host", "endpoint hosts")
+            ),
             evidence,
             remediation: String::new(),
         }
     } else {
         let described: Vec<String> = failed
             .iter()
-            .filter_map(|l| l.outcome.as_ref().err().map(|e| format!("{} ({})", l.host, e.kind.describe())))
+            .filter_map(|l| {
+                l.outcome
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("{} ({})", l.host, e.kind.describe()))
+            })
             .collect();
         let failed_list = described.join(", ");
         let first = failed.first().map(|l| l.host.as_str()).unwrap_or_default();
@@ -72,7 +82,11 @@ pub fn dns_resolution(facts: &Facts) -> CheckOutcome {
             evidence,
             remediation: render(
                 def.remediation,
-                &[("server", &facts.host_name), ("failed", &failed_list), ("first_failed", first)],
+                &[
+                    ("server", &facts.host_name),
+                    ("failed", &failed_list),
+                    ("first_failed", first),
+                ],
             ),
         }
     };
@@ -81,18 +95,42 @@ pub fn dns_resolution(facts: &Facts) -> CheckOutcome {
 
 /// NET-01: the password reset service accepts TCP and TLS with a trusted chain.
 pub fn passwordreset_https(facts: &Facts) -> CheckOutcome {
-    endpoint_check(facts, PASSWORDRESET_HTTPS, EndpointPurpose::PasswordReset, "network.passwordreset_endpoints")
+    endpoint_check(
+        facts,
+        PASSWORDRESET_HTTPS,
+        EndpointPurpose::PasswordReset,
+        "network.passwordreset_endpoints",
+    )
 }
 
 /// NET-02: the Service Bus relay accepts TCP and TLS with a trusted chain.
 pub fn servicebus_relay(facts: &Facts) -> CheckOutcome {
-    endpoint_check(facts, SERVICEBUS_RELAY, EndpointPurpose::ServiceBus, "network.servicebus_endpoints")
+    endpoint_check(
+        facts,
+        SERVICEBUS_RELAY,
+        EndpointPurpose::ServiceBus,
+        "network.servicebus_endpoints",
+    )
 }
 
-fn endpoint_check(facts: &Facts, id: &str, purpose: EndpointPurpose, setting: &str) -> CheckOutcome {
+fn endpoint_check(
+    facts: &Facts,
+    id: &str,
+    purpose: EndpointPurpose,
+    setting: &str,
+) -> CheckOutcome {
     let def = def(id);
-    let probes: Vec<&EndpointProbe> = facts.network.endpoints.iter().filter(|p| p.purpose == purpose).collect();
-    let duration = probes.iter().map(|p| p.duration + lookup_duration(facts, &p.host)).max().unwrap_or_default();
+    let probes: Vec<&EndpointProbe> = facts
+        .network
+        .endpoints
+        .iter()
+        .filter(|p| p.purpose == purpose)
+        .collect();
+    let duration = probes
+        .iter()
+        .map(|p| p.duration + lookup_duration(facts, &p.host))
+        .max()
+        .unwrap_or_default();
     let tls_inspection_suspected = probes
         .iter()
         .any(|p| matches!(&p.outcome, Err(e) if e.step == EndpointStep::CertificateUntrusted));
@@ -116,7 +154,9 @@ fn endpoint_check(facts: &Facts, id: &str, purpose: EndpointPurpose, setting: &s
             status: Status::Error,
             summary: format!("no {purpose} endpoints are configured ({setting} is empty)"),
             evidence,
-            remediation: format!("Remove {setting} from agent.toml to probe Microsoft's defaults, or list the endpoints to probe."),
+            remediation: format!(
+                "Remove {setting} from agent.toml to probe Microsoft's defaults, or list the endpoints to probe."
+            ),
         }
     } else if !failed.is_empty() {
         let described: Vec<String> = failed.iter().map(|p| describe_failure(p)).collect();
@@ -142,7 +182,10 @@ fn endpoint_check(facts: &Facts, id: &str, purpose: EndpointPurpose, setting: &s
             status: Status::Error,
             summary: format!("could not probe {}: {}", probe.target(), failure.message),
             evidence,
-            remediation: format!("Fix the agent's set-up on {} so it can probe: {}", facts.host_name, failure.message),
+            remediation: format!(
+                "Fix the agent's set-up on {} so it can probe: {}",
+                facts.host_name, failure.message
+            ),
         }
     } else {
         let described: Vec<String> = probes
@@ -255,13 +298,35 @@ mod tests {
     const RELAY: &str = "ssprdedicatedsbprodncu.servicebus.windows.net";
 
     fn break_lookup(facts: &mut Facts, host: &str, kind: DnsFailureKind) {
-        let lookup = facts.network.lookups.iter_mut().find(|l| l.host == host).expect("host in fixture");
-        lookup.outcome = Err(DnsFailure { kind, message: format!("{host}: {}", kind.describe()) });
+        let lookup = facts
+            .network
+            .lookups
+            .iter_mut()
+            .find(|l| l.host == host)
+            .expect("host in fixture");
+        lookup.outcome = Err(DnsFailure {
+            kind,
+            message: format!("{host}: {}", kind.describe()),
+        });
     }
 
-    fn break_endpoint(facts: &mut Facts, host: &str, step: EndpointStep, presented: Option<PresentedCertificate>) {
-        let probe = facts.network.endpoints.iter_mut().find(|p| p.host == host).expect("host in fixture");
-        probe.outcome = Err(EndpointFailure { step, message: format!("{host}: {}", step.describe()), presented });
+    fn break_endpoint(
+        facts: &mut Facts,
+        host: &str,
+        step: EndpointStep,
+        presented: Option<PresentedCertificate>,
+    ) {
+        let probe = facts
+            .network
+            .endpoints
+            .iter_mut()
+            .find(|p| p.host == host)
+            .expect("host in fixture");
+        probe.outcome = Err(EndpointFailure {
+            step,
+            message: format!("{host}: {}", step.describe()),
+            presented,
+        });
     }
 
     #[test]
@@ -269,8 +334,14 @@ mod tests {
         let outcome = dns_resolution(&healthy());
         assert_eq!(outcome.status, Status::Pass, "{}", outcome.summary);
         assert_eq!(outcome.summary, "3 endpoint hosts resolve");
-        assert_eq!(outcome.evidence["lookups"][0]["cname_chain"][0], format!("{RESET}.trafficmanager.net"));
-        assert_eq!(outcome.evidence["lookups"][0]["addresses"][0], "20.190.128.1");
+        assert_eq!(
+            outcome.evidence["lookups"][0]["cname_chain"][0],
+            format!("{RESET}.trafficmanager.net")
+        );
+        assert_eq!(
+            outcome.evidence["lookups"][0]["addresses"][0],
+            "20.190.128.1"
+        );
         assert!(outcome.remediation.is_empty());
     }
 
@@ -280,9 +351,20 @@ mod tests {
         break_lookup(&mut facts, RELAY, DnsFailureKind::NxDomain);
         let outcome = dns_resolution(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains(RELAY) && outcome.summary.contains("NXDOMAIN"), "{}", outcome.summary);
-        assert!(!outcome.summary.contains(RESET), "only failing hosts are named: {}", outcome.summary);
-        assert_rendered(&outcome.remediation, &[SERVER, RELAY, &format!("Resolve-DnsName {RELAY}")]);
+        assert!(
+            outcome.summary.contains(RELAY) && outcome.summary.contains("NXDOMAIN"),
+            "{}",
+            outcome.summary
+        );
+        assert!(
+            !outcome.summary.contains(RESET),
+            "only failing hosts are named: {}",
+            outcome.summary
+        );
+        assert_rendered(
+            &outcome.remediation,
+            &[SERVER, RELAY, &format!("Resolve-DnsName {RELAY}")],
+        );
         assert_eq!(outcome.evidence["lookups"][2]["error_kind"], "nx_domain");
     }
 
@@ -292,7 +374,11 @@ mod tests {
         break_lookup(&mut facts, RESET, DnsFailureKind::Timeout);
         let outcome = dns_resolution(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains("DNS timed out"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("DNS timed out"),
+            "{}",
+            outcome.summary
+        );
     }
 
     #[test]
@@ -319,9 +405,19 @@ mod tests {
     fn established_tls_passes_with_protocol_and_status() {
         let outcome = servicebus_relay(&healthy());
         assert_eq!(outcome.status, Status::Pass, "{}", outcome.summary);
-        assert!(outcome.summary.contains("HTTP 401") && outcome.summary.contains("TLS 1.3"), "{}", outcome.summary);
-        assert_eq!(outcome.evidence["endpoints"].as_array().map(Vec::len), Some(2));
-        assert_eq!(outcome.evidence["endpoints"][0]["peer_issuer"], "CN=Microsoft Azure RSA TLS Issuing CA 03, O=Microsoft Corporation, C=US");
+        assert!(
+            outcome.summary.contains("HTTP 401") && outcome.summary.contains("TLS 1.3"),
+            "{}",
+            outcome.summary
+        );
+        assert_eq!(
+            outcome.evidence["endpoints"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(
+            outcome.evidence["endpoints"][0]["peer_issuer"],
+            "CN=Microsoft Azure RSA TLS Issuing CA 03, O=Microsoft Corporation, C=US"
+        );
         assert_eq!(outcome.evidence["tls_inspection_suspected"], false);
     }
 
@@ -331,8 +427,15 @@ mod tests {
         break_endpoint(&mut facts, RESET, EndpointStep::TcpRefused, None);
         let outcome = passwordreset_https(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains(RESET) && outcome.summary.contains("refused"), "{}", outcome.summary);
-        assert_rendered(&outcome.remediation, &[SERVER, &format!("Test-NetConnection {RESET} -Port 443")]);
+        assert!(
+            outcome.summary.contains(RESET) && outcome.summary.contains("refused"),
+            "{}",
+            outcome.summary
+        );
+        assert_rendered(
+            &outcome.remediation,
+            &[SERVER, &format!("Test-NetConnection {RESET} -Port 443")],
+        );
         // The other channel is judged on its own.
         assert_eq!(servicebus_relay(&facts).status, Status::Pass);
     }
@@ -343,9 +446,20 @@ mod tests {
         break_endpoint(&mut facts, RELAY, EndpointStep::TcpTimeout, None);
         let outcome = servicebus_relay(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains(RELAY) && outcome.summary.contains("timed out"), "{}", outcome.summary);
-        assert!(outcome.summary.contains("20.36.2.2:443"), "{}", outcome.summary);
-        assert_rendered(&outcome.remediation, &[SERVER, RELAY, "Restart-Service ADSync"]);
+        assert!(
+            outcome.summary.contains(RELAY) && outcome.summary.contains("timed out"),
+            "{}",
+            outcome.summary
+        );
+        assert!(
+            outcome.summary.contains("20.36.2.2:443"),
+            "{}",
+            outcome.summary
+        );
+        assert_rendered(
+            &outcome.remediation,
+            &[SERVER, RELAY, "Restart-Service ADSync"],
+        );
     }
 
     #[test]
@@ -355,13 +469,31 @@ mod tests {
             subject: format!("CN={RESET}"),
             issuer: "CN=Contoso Proxy CA, O=Contoso".to_owned(),
         };
-        break_endpoint(&mut facts, RESET, EndpointStep::CertificateUntrusted, Some(presented));
+        break_endpoint(
+            &mut facts,
+            RESET,
+            EndpointStep::CertificateUntrusted,
+            Some(presented),
+        );
         let outcome = passwordreset_https(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains("certificate not trusted (TLS inspection?)"), "{}", outcome.summary);
-        assert!(outcome.summary.contains("Contoso Proxy CA"), "{}", outcome.summary);
+        assert!(
+            outcome
+                .summary
+                .contains("certificate not trusted (TLS inspection?)"),
+            "{}",
+            outcome.summary
+        );
+        assert!(
+            outcome.summary.contains("Contoso Proxy CA"),
+            "{}",
+            outcome.summary
+        );
         assert_eq!(outcome.evidence["tls_inspection_suspected"], true);
-        assert_eq!(outcome.evidence["endpoints"][0]["presented_issuer"], "CN=Contoso Proxy CA, O=Contoso");
+        assert_eq!(
+            outcome.evidence["endpoints"][0]["presented_issuer"],
+            "CN=Contoso Proxy CA, O=Contoso"
+        );
         assert_rendered(&outcome.remediation, &[SERVER, RESET]);
     }
 
@@ -371,7 +503,11 @@ mod tests {
         break_endpoint(&mut facts, RESET, EndpointStep::CertificateInvalid, None);
         let outcome = passwordreset_https(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(!outcome.summary.contains("inspection"), "{}", outcome.summary);
+        assert!(
+            !outcome.summary.contains("inspection"),
+            "{}",
+            outcome.summary
+        );
         assert_eq!(outcome.evidence["tls_inspection_suspected"], false);
     }
 

@@ -61,7 +61,10 @@ pub fn min_password_age(facts: &Facts) -> CheckOutcome {
                                 "the minimum password age on {domain} is {age}: a second reset or change within {age} is refused"
                             ),
                             evidence,
-                            remediation: render(def.remediation, &[("domain", domain), ("min_age", &age)]),
+                            remediation: render(
+                                def.remediation,
+                                &[("domain", domain), ("min_age", &age)],
+                            ),
                         }
                     }
                 }
@@ -123,18 +126,29 @@ mod tests {
     fn one_day_warns_with_the_age_and_the_domain() {
         let outcome = min_password_age(&with_min_age(Ok(ONE_DAY)));
         assert_eq!(outcome.status, Status::Warn);
-        assert!(outcome.summary.contains("1 day") && outcome.summary.contains("contoso.com"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("1 day") && outcome.summary.contains("contoso.com"),
+            "{}",
+            outcome.summary
+        );
         assert_eq!(outcome.evidence["min_pwd_age_seconds"], 86_400);
         assert_rendered(
             &outcome.remediation,
-            &["contoso.com (now 1 day)", "Set-ADDefaultDomainPasswordPolicy -Identity contoso.com -MinPasswordAge 0.00:00:00"],
+            &[
+                "contoso.com (now 1 day)",
+                "Set-ADDefaultDomainPasswordPolicy -Identity contoso.com -MinPasswordAge 0.00:00:00",
+            ],
         );
     }
 
     #[test]
     fn hours_are_shown_when_the_age_is_not_whole_days() {
         let outcome = min_password_age(&with_min_age(Ok(ONE_DAY * 2 - 12 * 36_000_000_000)));
-        assert!(outcome.summary.contains("2 days 12 hours"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("2 days 12 hours"),
+            "{}",
+            outcome.summary
+        );
         let outcome = min_password_age(&with_min_age(Ok(-3 * 36_000_000_000)));
         assert!(outcome.summary.contains("3 hours"), "{}", outcome.summary);
     }
@@ -146,7 +160,11 @@ mod tests {
             "dc1.contoso.com returned no minPwdAge for DC=contoso,DC=com: the bind account may lack read access",
         ))));
         assert_eq!(outcome.status, Status::Error);
-        assert!(outcome.summary.contains("minPwdAge") && outcome.summary.contains("read access"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("minPwdAge") && outcome.summary.contains("read access"),
+            "{}",
+            outcome.summary
+        );
         assert_eq!(outcome.evidence["domain"], "contoso.com");
         assert_rendered(&outcome.remediation, &[SERVER]);
     }
@@ -154,7 +172,10 @@ mod tests {
     #[test]
     fn no_ldap_settings_is_an_error_saying_what_to_set() {
         let mut facts = healthy();
-        facts.directory = Err(ProbeFailure::new(ProbeStep::NotConfigured, "no [ldap] settings in agent.toml"));
+        facts.directory = Err(ProbeFailure::new(
+            ProbeStep::NotConfigured,
+            "no [ldap] settings in agent.toml",
+        ));
         let outcome = min_password_age(&facts);
         assert_eq!(outcome.status, Status::Error);
         assert_eq!(outcome.summary, LDAP_NOT_CONFIGURED);

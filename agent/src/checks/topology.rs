@@ -43,28 +43,51 @@ fn judge(facts: &Facts, template: &str, directory: &DirectoryFacts, pdc: &PdcFac
     match &pdc.reach {
         PdcReach::SameAsContacted { address } => Verdict {
             status: Status::Pass,
-            summary: format!("the PDC emulator {pdc_host} is the DC the agent bound to at {address}"),
+            summary: format!(
+                "the PDC emulator {pdc_host} is the DC the agent bound to at {address}"
+            ),
             evidence,
             remediation: String::new(),
         },
-        PdcReach::Probed { address, outcome: Ok(()), .. } => Verdict {
+        PdcReach::Probed {
+            address,
+            outcome: Ok(()),
+            ..
+        } => Verdict {
             status: Status::Pass,
             summary: match address {
-                Some(address) => format!("the PDC emulator {pdc_host} answers an authenticated LDAP bind at {address}"),
+                Some(address) => format!(
+                    "the PDC emulator {pdc_host} answers an authenticated LDAP bind at {address}"
+                ),
                 None => format!("the PDC emulator {pdc_host} answers an authenticated LDAP bind"),
             },
             evidence,
             remediation: String::new(),
         },
-        PdcReach::Probed { address, outcome: Err(failure), .. } => {
+        PdcReach::Probed {
+            address,
+            outcome: Err(failure),
+            ..
+        } => {
             let summary = match (failure.step, address) {
-                (ProbeStep::Dns, _) => format!("the PDC emulator {pdc_host} does not resolve: {}", failure.message),
+                (ProbeStep::Dns, _) => format!(
+                    "the PDC emulator {pdc_host} does not resolve: {}",
+                    failure.message
+                ),
                 (step, Some(address)) => {
-                    format!("the PDC emulator {pdc_host} ({address}) cannot be reached: {step} failed: {}", failure.message)
+                    format!(
+                        "the PDC emulator {pdc_host} ({address}) cannot be reached: {step} failed: {}",
+                        failure.message
+                    )
                 }
-                (step, None) => format!("the PDC emulator {pdc_host} cannot be reached: {step} failed: {}", failure.message),
+                (step, None) => format!(
+                    "the PDC emulator {pdc_host} cannot be reached: {step} failed: {}",
+                    failure.message
+                ),
             };
-            let pdc_address = address.map(|a| a.ip().to_string()).unwrap_or_else(|| "address unresolved".to_owned());
+            let pdc_address = address
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|| "address unresolved".to_owned());
             let remediation = render(
                 template,
                 &[
@@ -74,7 +97,12 @@ fn judge(facts: &Facts, template: &str, directory: &DirectoryFacts, pdc: &PdcFac
                     ("problem", &summary),
                 ],
             );
-            Verdict { status: Status::Fail, summary, evidence, remediation }
+            Verdict {
+                status: Status::Fail,
+                summary,
+                evidence,
+                remediation,
+            }
         }
     }
 }
@@ -98,7 +126,9 @@ fn pdc_evidence(pdc: &PdcFacts) -> Value {
     });
     let extra = match &pdc.reach {
         PdcReach::SameAsContacted { .. } => json!({ "same_as_contacted_dc": true, "bound": true }),
-        PdcReach::Probed { lookup, outcome, .. } => json!({
+        PdcReach::Probed {
+            lookup, outcome, ..
+        } => json!({
             "same_as_contacted_dc": false,
             "addresses": lookup.addresses(),
             "cname_chain": lookup.outcome.as_ref().ok().map(|r| &r.cname_chain),
@@ -142,7 +172,9 @@ mod tests {
     #[test]
     fn the_contacted_dc_being_the_pdc_passes() {
         let mut facts = healthy();
-        pdc_mut(&mut facts).reach = PdcReach::SameAsContacted { address: addr("10.0.0.5:636") };
+        pdc_mut(&mut facts).reach = PdcReach::SameAsContacted {
+            address: addr("10.0.0.5:636"),
+        };
         let outcome = pdc_emulator(&facts);
         assert_eq!(outcome.status, Status::Pass);
         assert_eq!(outcome.evidence["pdc"]["same_as_contacted_dc"], true);
@@ -156,43 +188,77 @@ mod tests {
             lookup: crate::facts::DnsLookup {
                 host: PDC.to_owned(),
                 duration: Default::default(),
-                outcome: Err(DnsFailure { kind: DnsFailureKind::NxDomain, message: format!("{PDC} does not exist (NXDOMAIN)") }),
+                outcome: Err(DnsFailure {
+                    kind: DnsFailureKind::NxDomain,
+                    message: format!("{PDC} does not exist (NXDOMAIN)"),
+                }),
             },
             address: None,
-            outcome: Err(ProbeFailure::new(ProbeStep::Dns, format!("{PDC} does not resolve: NXDOMAIN"))),
+            outcome: Err(ProbeFailure::new(
+                ProbeStep::Dns,
+                format!("{PDC} does not resolve: NXDOMAIN"),
+            )),
         };
         let outcome = pdc_emulator(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains(PDC) && outcome.summary.contains("does not resolve"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains(PDC) && outcome.summary.contains("does not resolve"),
+            "{}",
+            outcome.summary
+        );
         assert_rendered(&outcome.remediation, &[SERVER, PDC, "address unresolved"]);
     }
 
     #[test]
     fn an_unreachable_pdc_fails_with_its_address_in_the_fix() {
         let mut facts = healthy();
-        let PdcReach::Probed { outcome, .. } = &mut pdc_mut(&mut facts).reach else { panic!("fixture probes the PDC") };
-        *outcome = Err(ProbeFailure::new(ProbeStep::Connect, format!("TCP connect to {PDC} (10.0.0.6:636) timed out after 10s")));
+        let PdcReach::Probed { outcome, .. } = &mut pdc_mut(&mut facts).reach else {
+            panic!("fixture probes the PDC")
+        };
+        *outcome = Err(ProbeFailure::new(
+            ProbeStep::Connect,
+            format!("TCP connect to {PDC} (10.0.0.6:636) timed out after 10s"),
+        ));
         let outcome = pdc_emulator(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains(PDC) && outcome.summary.contains("timed out"), "{}", outcome.summary);
-        assert_rendered(&outcome.remediation, &[SERVER, PDC, "(10.0.0.6)", "timed out"]);
+        assert!(
+            outcome.summary.contains(PDC) && outcome.summary.contains("timed out"),
+            "{}",
+            outcome.summary
+        );
+        assert_rendered(
+            &outcome.remediation,
+            &[SERVER, PDC, "(10.0.0.6)", "timed out"],
+        );
         assert_eq!(outcome.evidence["pdc"]["failed_step"], "connect");
     }
 
     #[test]
     fn a_rejected_bind_on_the_pdc_fails() {
         let mut facts = healthy();
-        let PdcReach::Probed { outcome, .. } = &mut pdc_mut(&mut facts).reach else { panic!("fixture probes the PDC") };
-        *outcome = Err(ProbeFailure::new(ProbeStep::Bind, format!("{PDC} rejected the bind: rc=49 (invalidCredentials)")));
+        let PdcReach::Probed { outcome, .. } = &mut pdc_mut(&mut facts).reach else {
+            panic!("fixture probes the PDC")
+        };
+        *outcome = Err(ProbeFailure::new(
+            ProbeStep::Bind,
+            format!("{PDC} rejected the bind: rc=49 (invalidCredentials)"),
+        ));
         let outcome = pdc_emulator(&facts);
         assert_eq!(outcome.status, Status::Fail);
-        assert!(outcome.summary.contains("bind failed"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("bind failed"),
+            "{}",
+            outcome.summary
+        );
     }
 
     #[test]
     fn no_ldap_settings_is_an_error_saying_what_to_set() {
         let mut facts = healthy();
-        facts.directory = Err(ProbeFailure::new(ProbeStep::NotConfigured, "no [ldap] settings in agent.toml"));
+        facts.directory = Err(ProbeFailure::new(
+            ProbeStep::NotConfigured,
+            "no [ldap] settings in agent.toml",
+        ));
         let outcome = pdc_emulator(&facts);
         assert_eq!(outcome.status, Status::Error);
         assert_eq!(outcome.summary, LDAP_NOT_CONFIGURED);
@@ -208,7 +274,11 @@ mod tests {
         ));
         let outcome = pdc_emulator(&facts);
         assert_eq!(outcome.status, Status::Error);
-        assert!(outcome.summary.contains("dc1.contoso.com") && outcome.summary.contains("bind"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("dc1.contoso.com") && outcome.summary.contains("bind"),
+            "{}",
+            outcome.summary
+        );
         assert_eq!(outcome.evidence["failed_step"], "bind");
     }
 
@@ -216,11 +286,18 @@ mod tests {
     fn an_unreadable_role_owner_is_an_error() {
         let mut facts = healthy();
         if let Ok(d) = &mut facts.directory {
-            d.pdc = Err(ProbeFailure::new(ProbeStep::Search, "dc1.contoso.com returned no fSMORoleOwner for DC=contoso,DC=com"));
+            d.pdc = Err(ProbeFailure::new(
+                ProbeStep::Search,
+                "dc1.contoso.com returned no fSMORoleOwner for DC=contoso,DC=com",
+            ));
         }
         let outcome = pdc_emulator(&facts);
         assert_eq!(outcome.status, Status::Error);
-        assert!(outcome.summary.contains("fSMORoleOwner"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("fSMORoleOwner"),
+            "{}",
+            outcome.summary
+        );
         assert_eq!(outcome.evidence["dc"]["host"], "dc1.contoso.com");
     }
 }

@@ -18,19 +18,28 @@ use tokio::net::TcpStream;
 use super::network::Resolver;
 use super::tls::{self, RecordingVerifier, TlsFailureKind, TrustStore};
 use crate::config::{LdapSecurity, LdapSettings};
-use crate::facts::{DirectoryFacts, DnsLookup, LdapEndpoint, PdcFacts, PdcReach, ProbeFailure, ProbeStep};
+use crate::facts::{
+    DirectoryFacts, DnsLookup, LdapEndpoint, PdcFacts, PdcReach, ProbeFailure, ProbeStep,
+};
 
 /// Reads what the directory checks need from the configured domain controller.
 ///
 /// `Err` when the agent has no LDAP settings, or when it could not resolve, connect to, secure,
 /// bind to or read the rootDSE of the DC. Once the DC is read, a failure to read the domain
 /// head or to find or reach the PDC lands in the fields it concerns instead.
-pub async fn probe(settings: Option<&LdapSettings>, resolver: &Resolver) -> Result<DirectoryFacts, ProbeFailure> {
+pub async fn probe(
+    settings: Option<&LdapSettings>,
+    resolver: &Resolver,
+) -> Result<DirectoryFacts, ProbeFailure> {
     let Some(settings) = settings else {
-        return Err(ProbeFailure::new(ProbeStep::NotConfigured, "no [ldap] settings in agent.toml"));
+        return Err(ProbeFailure::new(
+            ProbeStep::NotConfigured,
+            "no [ldap] settings in agent.toml",
+        ));
     };
-    let trust = TrustStore::load(settings.ca_file.as_deref())
-        .map_err(|e| ProbeFailure::new(ProbeStep::Tls, format!("cannot set up TLS for LDAP: {e}")))?;
+    let trust = TrustStore::load(settings.ca_file.as_deref()).map_err(|e| {
+        ProbeFailure::new(ProbeStep::Tls, format!("cannot set up TLS for LDAP: {e}"))
+    })?;
     let lookup = resolver.lookup(&settings.host).await;
     let address = first_address(&lookup, settings.port)?;
     let mut ldap = connect_and_bind(settings, &settings.host, address, &trust).await?;
@@ -45,8 +54,11 @@ fn first_address(lookup: &DnsLookup, port: u16) -> Result<SocketAddr, ProbeFailu
             .addresses
             .first()
             .map(|ip| SocketAddr::new(*ip, port))
-            .ok_or_else(|| ProbeFailure::new(ProbeStep::Dns, format!("{} has no address", lookup.host))),
-        Err(e) => Err(ProbeFailure::new(ProbeStep::Dns, format!("{} does not resolve: {}", lookup.host, e.message))),
+            .ok_or_else(|| {
+                ProbeFailure::new(ProbeStep::Dns, format!("{} has no address", lookup.host))
+            }),
+        // The resolver's messages already name the host.
+        Err(e) => Err(ProbeFailure::new(ProbeStep::Dns, e.message.clone())),
     }
 }
 
@@ -69,25 +81,42 @@ async fn connect_and_bind(
         Err(_) => {
             return Err(ProbeFailure::new(
                 ProbeStep::Connect,
-                format!("TCP connect to {host} ({address}) timed out after {}s", timeout.as_secs_f32()),
+                format!(
+                    "TCP connect to {host} ({address}) timed out after {}s",
+                    timeout.as_secs_f32()
+                ),
             ));
         }
         Ok(Err(e)) => {
-            let how = if e.kind() == std::io::ErrorKind::ConnectionRefused { "refused" } else { "failed" };
-            return Err(ProbeFailure::new(ProbeStep::Connect, format!("TCP connect to {host} ({address}) {how}: {e}")));
+            let how = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                "refused"
+            } else {
+                "failed"
+            };
+            return Err(ProbeFailure::new(
+                ProbeStep::Connect,
+                format!("TCP connect to {host} ({address}) {how}: {e}"),
+            ));
         }
         Ok(Ok(tcp)) => tcp,
     };
-    let tcp = tcp
-        .into_std()
-        .map_err(|e| ProbeFailure::new(ProbeStep::Connect, format!("cannot hand the connection to {host} to LDAP: {e}")))?;
+    let tcp = tcp.into_std().map_err(|e| {
+        ProbeFailure::new(
+            ProbeStep::Connect,
+            format!("cannot hand the connection to {host} to LDAP: {e}"),
+        )
+    })?;
 
-    let (config, recorder) = trust
-        .client_config()
-        .map_err(|e| ProbeFailure::new(ProbeStep::Tls, format!("cannot set up TLS for LDAP: {e}")))?;
+    let (config, recorder) = trust.client_config().map_err(|e| {
+        ProbeFailure::new(ProbeStep::Tls, format!("cannot set up TLS for LDAP: {e}"))
+    })?;
     let starttls = settings.security == LdapSecurity::Starttls;
     let scheme = if starttls { "ldap" } else { "ldaps" };
-    let url_host = if host.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{host}]") } else { host.to_owned() };
+    let url_host = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
     let url = format!("{scheme}://{url_host}:{}", address.port());
     let conn_settings = LdapConnSettings::new()
         .set_conn_timeout(timeout)
@@ -108,10 +137,16 @@ async fn connect_and_bind(
         .simple_bind(&settings.bind_dn, settings.bind_password.expose_secret())
         .await;
     let failure = match bound {
-        Err(e) => format!("bind as {} to {host} ({address}) did not complete: {e}", settings.bind_dn),
+        Err(e) => format!(
+            "bind as {} to {host} ({address}) did not complete: {e}",
+            settings.bind_dn
+        ),
         Ok(result) => match result.success() {
             Ok(_) => return Ok(ldap),
-            Err(e) => format!("{host} ({address}) rejected the bind as {}: {e}", settings.bind_dn),
+            Err(e) => format!(
+                "{host} ({address}) rejected the bind as {}: {e}",
+                settings.bind_dn
+            ),
         },
     };
     unbind(ldap).await;
@@ -143,10 +178,15 @@ fn tls_failure(
                  put the CA certificate that issued it in ldap.ca_file"
             )
         }
-        TlsFailureKind::Invalid => format!("{what} to {host} ({address}): certificate rejected: {error}"),
+        TlsFailureKind::Invalid => {
+            format!("{what} to {host} ({address}): certificate rejected: {error}")
+        }
         TlsFailureKind::Handshake => match error {
             LdapError::Timeout { .. } => {
-                format!("{what} to {host} ({address}): no TLS handshake within {}s", timeout.as_secs_f32())
+                format!(
+                    "{what} to {host} ({address}): no TLS handshake within {}s",
+                    timeout.as_secs_f32()
+                )
             }
             _ => format!("{what} to {host} ({address}) failed: {error}"),
         },
@@ -199,15 +239,33 @@ async fn read_directory(
     let timeout = settings.timeout;
     let root = read_entry(ldap, "", &["defaultNamingContext", "dnsHostName"], timeout)
         .await
-        .map_err(|e| ProbeFailure::new(ProbeStep::Search, format!("reading the rootDSE of {host} failed: {e}")))?;
+        .map_err(|e| {
+            ProbeFailure::new(
+                ProbeStep::Search,
+                format!("reading the rootDSE of {host} failed: {e}"),
+            )
+        })?;
     let naming_context = attribute(&root, "defaultNamingContext").ok_or_else(|| {
-        ProbeFailure::new(ProbeStep::Search, format!("the rootDSE of {host} has no defaultNamingContext"))
+        ProbeFailure::new(
+            ProbeStep::Search,
+            format!("the rootDSE of {host} has no defaultNamingContext"),
+        )
     })?;
     let dc_dns_host_name = attribute(&root, "dnsHostName");
 
-    let head = read_entry(ldap, &naming_context, &["fSMORoleOwner", "minPwdAge"], timeout)
-        .await
-        .map_err(|e| ProbeFailure::new(ProbeStep::Search, format!("reading {naming_context} on {host} failed: {e}")));
+    let head = read_entry(
+        ldap,
+        &naming_context,
+        &["fSMORoleOwner", "minPwdAge"],
+        timeout,
+    )
+    .await
+    .map_err(|e| {
+        ProbeFailure::new(
+            ProbeStep::Search,
+            format!("reading {naming_context} on {host} failed: {e}"),
+        )
+    });
     let min_pwd_age = head.as_ref().map_err(Clone::clone).and_then(|entry| {
         let raw = attribute(entry, "minPwdAge").ok_or_else(|| {
             ProbeFailure::new(
@@ -230,12 +288,25 @@ async fn read_directory(
     let pdc = match role_owner {
         Err(e) => Err(e),
         Ok(role_owner_dn) => {
-            find_pdc(ldap, settings, address, dc_dns_host_name.as_deref(), role_owner_dn, resolver, trust).await
+            find_pdc(
+                ldap,
+                settings,
+                address,
+                dc_dns_host_name.as_deref(),
+                role_owner_dn,
+                resolver,
+                trust,
+            )
+            .await
         }
     };
 
     Ok(DirectoryFacts {
-        dc: LdapEndpoint { host: host.to_owned(), address, security: security_name(settings.security) },
+        dc: LdapEndpoint {
+            host: host.to_owned(),
+            address,
+            security: security_name(settings.security),
+        },
         dc_dns_host_name,
         domain_dns_name: domain_dns_name(&naming_context),
         default_naming_context: naming_context,
@@ -257,39 +328,67 @@ async fn find_pdc(
 ) -> Result<PdcFacts, ProbeFailure> {
     let host = settings.host.as_str();
     let server_dn = parent_dn(&role_owner_dn).ok_or_else(|| {
-        ProbeFailure::new(ProbeStep::Search, format!("fSMORoleOwner {role_owner_dn:?} has no parent server object"))
+        ProbeFailure::new(
+            ProbeStep::Search,
+            format!("fSMORoleOwner {role_owner_dn:?} has no parent server object"),
+        )
     })?;
     let server = read_entry(ldap, &server_dn, &["dNSHostName"], settings.timeout)
         .await
-        .map_err(|e| ProbeFailure::new(ProbeStep::Search, format!("reading the PDC's server object {server_dn} on {host} failed: {e}")))?;
+        .map_err(|e| {
+            ProbeFailure::new(
+                ProbeStep::Search,
+                format!("reading the PDC's server object {server_dn} on {host} failed: {e}"),
+            )
+        })?;
     let dns_host_name = attribute(&server, "dNSHostName").ok_or_else(|| {
-        ProbeFailure::new(ProbeStep::Search, format!("the PDC's server object {server_dn} has no dNSHostName"))
+        ProbeFailure::new(
+            ProbeStep::Search,
+            format!("the PDC's server object {server_dn} has no dNSHostName"),
+        )
     })?;
 
-    let reach = if same_host(&dns_host_name, host) || dc_dns_host_name.is_some_and(|dc| same_host(&dns_host_name, dc)) {
+    let reach = if same_host(&dns_host_name, host)
+        || dc_dns_host_name.is_some_and(|dc| same_host(&dns_host_name, dc))
+    {
         PdcReach::SameAsContacted { address }
     } else {
         let lookup = resolver.lookup(&dns_host_name).await;
         match first_address(&lookup, settings.port) {
-            Err(e) => PdcReach::Probed { lookup, address: None, outcome: Err(e) },
+            Err(e) => PdcReach::Probed {
+                lookup,
+                address: None,
+                outcome: Err(e),
+            },
             Ok(pdc_address) => {
-                let outcome = match connect_and_bind(settings, &dns_host_name, pdc_address, trust).await {
-                    Ok(pdc) => {
-                        unbind(pdc).await;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                PdcReach::Probed { lookup, address: Some(pdc_address), outcome }
+                let outcome =
+                    match connect_and_bind(settings, &dns_host_name, pdc_address, trust).await {
+                        Ok(pdc) => {
+                            unbind(pdc).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    };
+                PdcReach::Probed {
+                    lookup,
+                    address: Some(pdc_address),
+                    outcome,
+                }
             }
         }
     };
-    Ok(PdcFacts { role_owner_dn, server_dn, dns_host_name, reach })
+    Ok(PdcFacts {
+        role_owner_dn,
+        server_dn,
+        dns_host_name,
+        reach,
+    })
 }
 
 /// Whether two DNS names are the same host (case and a trailing dot do not matter).
 fn same_host(a: &str, b: &str) -> bool {
-    a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.'))
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
 /// Splits a DN at its unescaped commas into RDNs.
@@ -325,7 +424,9 @@ fn domain_dns_name(naming_context: &str) -> String {
         .into_iter()
         .filter_map(|rdn| {
             let (kind, value) = rdn.split_once('=')?;
-            kind.trim().eq_ignore_ascii_case("DC").then(|| value.trim().to_ascii_lowercase())
+            kind.trim()
+                .eq_ignore_ascii_case("DC")
+                .then(|| value.trim().to_ascii_lowercase())
         })
         .collect::<Vec<_>>()
         .join(".")
@@ -338,26 +439,38 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
+    use crate::probe::test_tls::{SERVER_NAME, tls_server, trust_with_test_ca};
 
     #[test]
     fn the_pdc_server_object_is_the_parent_of_ntds_settings() {
         let owner = "CN=NTDS Settings,CN=DC2,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=contoso,DC=com";
         assert_eq!(
             parent_dn(owner).as_deref(),
-            Some("CN=DC2,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=contoso,DC=com")
+            Some(
+                "CN=DC2,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=contoso,DC=com"
+            )
         );
         assert_eq!(parent_dn("DC=com"), None);
     }
 
     #[test]
     fn escaped_commas_stay_inside_their_rdn() {
-        assert_eq!(parent_dn(r"CN=Smith\, John,OU=Users,DC=x").as_deref(), Some("OU=Users,DC=x"));
+        assert_eq!(
+            parent_dn(r"CN=Smith\, John,OU=Users,DC=x").as_deref(),
+            Some("OU=Users,DC=x")
+        );
     }
 
     #[test]
     fn the_domain_dns_name_comes_from_the_dc_parts() {
-        assert_eq!(domain_dns_name("DC=Corp,DC=Contoso,DC=com"), "corp.contoso.com");
-        assert_eq!(domain_dns_name("dc=samdom, dc=example, dc=com"), "samdom.example.com");
+        assert_eq!(
+            domain_dns_name("DC=Corp,DC=Contoso,DC=com"),
+            "corp.contoso.com"
+        );
+        assert_eq!(
+            domain_dns_name("dc=samdom, dc=example, dc=com"),
+            "samdom.example.com"
+        );
     }
 
     #[test]
@@ -390,13 +503,54 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
         drop(listener);
-        let resolver = Resolver::new(&["127.0.0.1:9".parse().expect("addr")], Duration::from_secs(1));
-        let err = probe(Some(&settings("127.0.0.1", port)), &resolver).await.expect_err("nothing listens");
+        let resolver = Resolver::new(
+            &["127.0.0.1:9".parse().expect("addr")],
+            Duration::from_secs(1),
+        );
+        let err = probe(Some(&settings("127.0.0.1", port)), &resolver)
+            .await
+            .expect_err("nothing listens");
         if err.step == ProbeStep::Tls && err.message.contains("cannot set up TLS") {
             eprintln!("skipped: this machine has no system root certificates");
             return;
         }
         assert_eq!(err.step, ProbeStep::Connect, "{}", err.message);
-        assert!(err.message.contains("127.0.0.1") && err.message.contains("refused"), "{}", err.message);
+        assert!(
+            err.message.contains("127.0.0.1") && err.message.contains("refused"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn ldaps_with_a_trusted_chain_gets_to_the_bind() {
+        let address = tls_server().await;
+        let (_dir, trust) = trust_with_test_ca();
+        let settings = settings(SERVER_NAME, address.port());
+        // The test server speaks TLS but not LDAP, so the bind never gets an answer.
+        let err = connect_and_bind(&settings, SERVER_NAME, address, &trust)
+            .await
+            .expect_err("no LDAP server");
+        assert_eq!(err.step, ProbeStep::Bind, "{}", err.message);
+        assert!(err.message.contains("did not complete"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn ldaps_with_an_unknown_issuer_fails_at_tls_naming_the_issuer_and_the_setting() {
+        let address = tls_server().await;
+        let Ok(trust) = TrustStore::load(None) else {
+            eprintln!("skipped: this machine has no system root certificates");
+            return;
+        };
+        let settings = settings(SERVER_NAME, address.port());
+        let err = connect_and_bind(&settings, SERVER_NAME, address, &trust)
+            .await
+            .expect_err("untrusted");
+        assert_eq!(err.step, ProbeStep::Tls, "{}", err.message);
+        assert!(
+            err.message.contains("wbhealth Test Proxy CA") && err.message.contains("ldap.ca_file"),
+            "{}",
+            err.message
+        );
     }
 }

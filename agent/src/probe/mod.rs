@@ -9,6 +9,9 @@ pub mod network;
 pub mod tls;
 mod x509;
 
+#[cfg(test)]
+mod test_tls;
+
 use std::time::Instant;
 
 use time::OffsetDateTime;
@@ -35,12 +38,16 @@ pub async fn gather(settings: &Settings, host_name: &str) -> Facts {
         let facts = directory::probe(settings.ldap.as_ref(), &resolver).await;
         (facts, started.elapsed())
     };
-    let ((network, network_duration), (directory, directory_duration)) = tokio::join!(network, directory);
+    let ((network, network_duration), (directory, directory_duration)) =
+        tokio::join!(network, directory);
     Facts {
         host_name: host_name.to_owned(),
         observed_at,
         network,
         directory,
-        durations: ProbeDurations { network: network_duration, directory: directory_duration },
+        durations: ProbeDurations {
+            network: network_duration,
+            directory: directory_duration,
+        },
     }
 }

@@ -10,7 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
@@ -25,8 +27,8 @@ use tokio_rustls::TlsConnector;
 use super::tls::{self, TlsFailureKind, TrustStore};
 use crate::config::{Endpoint, NetworkSettings};
 use crate::facts::{
-    DnsFailure, DnsFailureKind, DnsLookup, EndpointFailure, EndpointProbe, EndpointPurpose, EndpointStep,
-    NetworkFacts, Resolution, TlsSession,
+    DnsFailure, DnsFailureKind, DnsLookup, EndpointFailure, EndpointProbe, EndpointPurpose,
+    EndpointStep, NetworkFacts, Resolution, TlsSession,
 };
 
 /// A DNS resolver for the probes: the configured name servers, or the system's configuration.
@@ -56,13 +58,17 @@ impl Resolver {
     pub fn new(dns_servers: &[SocketAddr], timeout: Duration) -> Resolver {
         let provider = TokioConnectionProvider::default();
         let builder = if dns_servers.is_empty() {
-            TokioResolver::builder(provider).map_err(|e| format!("cannot read the system DNS configuration: {e}"))
+            TokioResolver::builder(provider)
+                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))
         } else {
             let servers: Vec<NameServerConfig> = dns_servers
                 .iter()
-                .flat_map(|addr| [Protocol::Udp, Protocol::Tcp].map(|p| NameServerConfig::new(*addr, p)))
+                .flat_map(|addr| {
+                    [Protocol::Udp, Protocol::Tcp].map(|p| NameServerConfig::new(*addr, p))
+                })
                 .collect();
-            let config = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(servers));
+            let config =
+                ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(servers));
             let mut builder = TokioResolver::builder_with_config(config, provider);
             // Only the servers named in the settings answer, not the local hosts file.
             builder.options_mut().use_hosts_file = ResolveHosts::Never;
@@ -84,48 +90,79 @@ impl Resolver {
     pub async fn lookup(&self, host: &str) -> DnsLookup {
         let started = Instant::now();
         let outcome = match &self.inner {
-            Err(reason) => Err(DnsFailure { kind: DnsFailureKind::ResolverUnavailable, message: reason.clone() }),
-            Ok(resolver) => match tokio::time::timeout(self.timeout, resolver.lookup_ip(host)).await {
-                Err(_) => Err(DnsFailure {
-                    kind: DnsFailureKind::Timeout,
-                    message: format!("no answer for {host} within {}s", self.timeout.as_secs_f32()),
-                }),
-                Ok(Err(e)) => Err(dns_failure(host, &e)),
-                Ok(Ok(found)) => {
-                    let mut addresses: Vec<IpAddr> = Vec::new();
-                    for ip in found.iter() {
-                        if !addresses.contains(&ip) {
-                            addresses.push(ip);
+            Err(reason) => Err(DnsFailure {
+                kind: DnsFailureKind::ResolverUnavailable,
+                message: reason.clone(),
+            }),
+            Ok(resolver) => {
+                match tokio::time::timeout(self.timeout, resolver.lookup_ip(host)).await {
+                    Err(_) => Err(DnsFailure {
+                        kind: DnsFailureKind::Timeout,
+                        message: format!(
+                            "no answer for {host} within {}s",
+                            self.timeout.as_secs_f32()
+                        ),
+                    }),
+                    Ok(Err(e)) => Err(dns_failure(host, &e)),
+                    Ok(Ok(found)) => {
+                        let mut addresses: Vec<IpAddr> = Vec::new();
+                        for ip in found.iter() {
+                            if !addresses.contains(&ip) {
+                                addresses.push(ip);
+                            }
+                        }
+                        let cname_chain = cname_chain(found.as_lookup().records());
+                        if addresses.is_empty() {
+                            Err(DnsFailure {
+                                kind: DnsFailureKind::NoAnswer,
+                                message: format!("{host} has no A or AAAA records"),
+                            })
+                        } else {
+                            Ok(Resolution {
+                                cname_chain,
+                                addresses,
+                            })
                         }
                     }
-                    let cname_chain = cname_chain(found.as_lookup().records());
-                    if addresses.is_empty() {
-                        Err(DnsFailure {
-                            kind: DnsFailureKind::NoAnswer,
-                            message: format!("{host} has no A or AAAA records"),
-                        })
-                    } else {
-                        Ok(Resolution { cname_chain, addresses })
-                    }
                 }
-            },
+            }
         };
-        DnsLookup { host: host.to_owned(), duration: started.elapsed(), outcome }
+        DnsLookup {
+            host: host.to_owned(),
+            duration: started.elapsed(),
+            outcome,
+        }
     }
 }
 
 fn dns_failure(host: &str, error: &ResolveError) -> DnsFailure {
     let (kind, message) = match error.proto().map(|p| p.kind()) {
         Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
-            ResponseCode::NXDomain => (DnsFailureKind::NxDomain, format!("{host} does not exist (NXDOMAIN)")),
-            ResponseCode::NoError => (DnsFailureKind::NoAnswer, format!("{host} exists but has no A or AAAA records")),
-            code => (DnsFailureKind::ServerError, format!("the DNS server answered {code} for {host}")),
+            ResponseCode::NXDomain => (
+                DnsFailureKind::NxDomain,
+                format!("{host} does not exist (NXDOMAIN)"),
+            ),
+            ResponseCode::NoError => (
+                DnsFailureKind::NoAnswer,
+                format!("{host} exists but has no A or AAAA records"),
+            ),
+            code => (
+                DnsFailureKind::ServerError,
+                format!("the DNS server answered {code} for {host}"),
+            ),
         },
-        Some(ProtoErrorKind::Timeout) => (DnsFailureKind::Timeout, format!("no answer for {host}: {error}")),
-        Some(ProtoErrorKind::NoConnections | ProtoErrorKind::Io(_) | ProtoErrorKind::Busy) => {
-            (DnsFailureKind::Unreachable, format!("no DNS server answered for {host}: {error}"))
-        }
-        _ => (DnsFailureKind::Other, format!("looking up {host} failed: {error}")),
+        Some(ProtoErrorKind::Timeout) => (
+            DnsFailureKind::Timeout,
+            format!("no answer for {host}: {error}"),
+        ),
+        Some(ProtoErrorKind::NoConnections | ProtoErrorKind::Io(_) | ProtoErrorKind::Busy) => (
+            DnsFailureKind::Unreachable,
+            format!("no DNS server answered for {host}: {error}"),
+        ),
+        _ => (
+            DnsFailureKind::Other,
+            format!("looking up {host} failed: {error}"),
+        ),
     };
     DnsFailure { kind, message }
 }
@@ -170,7 +207,12 @@ pub async fn probe(settings: &NetworkSettings, resolver: &Resolver) -> NetworkFa
         .passwordreset_endpoints
         .iter()
         .map(|e| (EndpointPurpose::PasswordReset, e))
-        .chain(settings.servicebus_endpoints.iter().map(|e| (EndpointPurpose::ServiceBus, e)))
+        .chain(
+            settings
+                .servicebus_endpoints
+                .iter()
+                .map(|e| (EndpointPurpose::ServiceBus, e)),
+        )
         .collect();
 
     let mut hosts: Vec<&str> = Vec::new();
@@ -180,7 +222,10 @@ pub async fn probe(settings: &NetworkSettings, resolver: &Resolver) -> NetworkFa
         }
     }
     let lookups = join_all(hosts.iter().map(|host| resolver.lookup(host))).await;
-    let by_host: HashMap<String, &DnsLookup> = lookups.iter().map(|l| (l.host.to_ascii_lowercase(), l)).collect();
+    let by_host: HashMap<String, &DnsLookup> = lookups
+        .iter()
+        .map(|l| (l.host.to_ascii_lowercase(), l))
+        .collect();
 
     let trust = TrustStore::load(settings.extra_ca_file.as_deref()).map_err(|e| e.to_string());
     let probes = join_all(endpoints.iter().map(|(purpose, endpoint)| {
@@ -189,7 +234,10 @@ pub async fn probe(settings: &NetworkSettings, resolver: &Resolver) -> NetworkFa
     }))
     .await;
 
-    NetworkFacts { lookups, endpoints: probes }
+    NetworkFacts {
+        lookups,
+        endpoints: probes,
+    }
 }
 
 async fn probe_endpoint(
@@ -209,7 +257,10 @@ async fn probe_endpoint(
         outcome: Err(failure(EndpointStep::Setup, "not probed")),
     };
     let address = match lookup.map(|l| &l.outcome) {
-        Some(Ok(resolution)) => resolution.addresses.first().map(|ip| SocketAddr::new(*ip, endpoint.port)),
+        Some(Ok(resolution)) => resolution
+            .addresses
+            .first()
+            .map(|ip| SocketAddr::new(*ip, endpoint.port)),
         Some(Err(e)) => {
             let step = match e.kind {
                 DnsFailureKind::ResolverUnavailable => EndpointStep::Setup,
@@ -221,7 +272,10 @@ async fn probe_endpoint(
         None => None,
     };
     let Some(address) = address else {
-        probe.outcome = Err(failure(EndpointStep::Dns, format!("{} has no address", endpoint.host)));
+        probe.outcome = Err(failure(
+            EndpointStep::Dns,
+            format!("{} has no address", endpoint.host),
+        ));
         return probe;
     };
     probe.address = Some(address);
@@ -234,7 +288,11 @@ async fn probe_endpoint(
 }
 
 fn failure(step: EndpointStep, message: impl Into<String>) -> EndpointFailure {
-    EndpointFailure { step, message: message.into(), presented: None }
+    EndpointFailure {
+        step,
+        message: message.into(),
+        presented: None,
+    }
 }
 
 /// Connects over TCP, then establishes TLS, then asks `GET /`.
@@ -244,18 +302,30 @@ async fn handshake(
     trust: &TrustStore,
     timeout: Duration,
 ) -> Result<TlsSession, EndpointFailure> {
-    let (config, recorder) = trust.client_config().map_err(|e| failure(EndpointStep::Setup, e.to_string()))?;
-    let server_name = ServerName::try_from(endpoint.host.clone())
-        .map_err(|e| failure(EndpointStep::Setup, format!("{:?} is not a valid DNS name: {e}", endpoint.host)))?;
+    let (config, recorder) = trust
+        .client_config()
+        .map_err(|e| failure(EndpointStep::Setup, e.to_string()))?;
+    let server_name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
+        failure(
+            EndpointStep::Setup,
+            format!("{:?} is not a valid DNS name: {e}", endpoint.host),
+        )
+    })?;
 
-    let tcp = connect_tcp(address, timeout).await.map_err(|(step, message)| failure(step, message))?;
+    let tcp = connect_tcp(address, timeout)
+        .await
+        .map_err(|(step, message)| failure(step, message))?;
 
     let connector = TlsConnector::from(config);
-    let mut stream = match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
+    let mut stream = match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await
+    {
         Err(_) => {
             return Err(failure(
                 EndpointStep::TlsHandshake,
-                format!("no TLS handshake with {address} within {}s", timeout.as_secs_f32()),
+                format!(
+                    "no TLS handshake with {address} within {}s",
+                    timeout.as_secs_f32()
+                ),
             ));
         }
         Ok(Err(e)) => {
@@ -264,14 +334,27 @@ async fn handshake(
                 TlsFailureKind::Untrusted => (
                     EndpointStep::CertificateUntrusted,
                     match &presented {
-                        Some(cert) => format!("certificate issued by \"{}\" is not trusted: {e}", cert.issuer),
+                        Some(cert) => format!(
+                            "certificate issued by \"{}\" is not trusted: {e}",
+                            cert.issuer
+                        ),
                         None => format!("certificate not trusted: {e}"),
                     },
                 ),
-                TlsFailureKind::Invalid => (EndpointStep::CertificateInvalid, format!("certificate rejected: {e}")),
-                TlsFailureKind::Handshake => (EndpointStep::TlsHandshake, format!("TLS handshake failed: {e}")),
+                TlsFailureKind::Invalid => (
+                    EndpointStep::CertificateInvalid,
+                    format!("certificate rejected: {e}"),
+                ),
+                TlsFailureKind::Handshake => (
+                    EndpointStep::TlsHandshake,
+                    format!("TLS handshake failed: {e}"),
+                ),
             };
-            return Err(EndpointFailure { step, message, presented });
+            return Err(EndpointFailure {
+                step,
+                message,
+                presented,
+            });
         }
         Ok(Ok(stream)) => stream,
     };
@@ -295,17 +378,41 @@ async fn handshake(
     // A polite close; the answer is already in hand, so a failure here changes nothing.
     let _ = stream.shutdown().await;
 
-    Ok(TlsSession { protocol, cipher_suite, peer_subject, peer_issuer, http_status })
+    Ok(TlsSession {
+        protocol,
+        cipher_suite,
+        peer_subject,
+        peer_issuer,
+        http_status,
+    })
 }
 
 /// Connects, telling a refusal (RST) from a time-out (dropped packets).
-async fn connect_tcp(address: SocketAddr, timeout: Duration) -> Result<TcpStream, (EndpointStep, String)> {
+async fn connect_tcp(
+    address: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, (EndpointStep, String)> {
     match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-        Err(_) => Err((EndpointStep::TcpTimeout, format!("TCP connect to {address} timed out after {}s", timeout.as_secs_f32()))),
+        Err(_) => Err((
+            EndpointStep::TcpTimeout,
+            format!(
+                "TCP connect to {address} timed out after {}s",
+                timeout.as_secs_f32()
+            ),
+        )),
         Ok(Err(e)) => Err(match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => (EndpointStep::TcpRefused, format!("TCP connect to {address} refused: {e}")),
-            std::io::ErrorKind::TimedOut => (EndpointStep::TcpTimeout, format!("TCP connect to {address} timed out: {e}")),
-            _ => (EndpointStep::TcpError, format!("TCP connect to {address} failed: {e}")),
+            std::io::ErrorKind::ConnectionRefused => (
+                EndpointStep::TcpRefused,
+                format!("TCP connect to {address} refused: {e}"),
+            ),
+            std::io::ErrorKind::TimedOut => (
+                EndpointStep::TcpTimeout,
+                format!("TCP connect to {address} timed out: {e}"),
+            ),
+            _ => (
+                EndpointStep::TcpError,
+                format!("TCP connect to {address} failed: {e}"),
+            ),
         }),
         Ok(Ok(stream)) => Ok(stream),
     }
@@ -316,13 +423,23 @@ async fn http_get<S>(stream: &mut S, endpoint: &Endpoint) -> Result<u16, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let host = if endpoint.port == 443 { endpoint.host.clone() } else { endpoint.to_string() };
+    let host = if endpoint.port == 443 {
+        endpoint.host.clone()
+    } else {
+        endpoint.to_string()
+    };
     let request = format!(
         "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wbhealth-agent/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("sending the HTTP request failed: {e}"))?;
-    stream.flush().await.map_err(|e| format!("sending the HTTP request failed: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending the HTTP request failed: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("sending the HTTP request failed: {e}"))?;
 
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
@@ -330,7 +447,9 @@ where
         match stream.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) if head.is_empty() => return Err(format!("reading the HTTP answer failed: {e}")),
+            Err(e) if head.is_empty() => {
+                return Err(format!("reading the HTTP answer failed: {e}"));
+            }
             Err(_) => break,
         }
     }
@@ -342,13 +461,16 @@ where
 
 /// The status code of an HTTP/1.x status line.
 fn parse_status_line(head: &[u8]) -> Result<u16, String> {
-    let line_end = head.windows(2).position(|w| w == b"\r\n").unwrap_or(head.len());
+    let line_end = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(head.len());
     let line = String::from_utf8_lossy(&head[..line_end]);
     let mut parts = line.splitn(3, ' ');
     match (parts.next(), parts.next()) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/1.") && code.len() == 3 => {
-            code.parse().map_err(|_| format!("not an HTTP status line: {:.80}", line))
-        }
+        (Some(version), Some(code)) if version.starts_with("HTTP/1.") && code.len() == 3 => code
+            .parse()
+            .map_err(|_| format!("not an HTTP status line: {:.80}", line)),
         _ => Err(format!("not an HTTP status line: {:.80}", line)),
     }
 }
@@ -360,29 +482,47 @@ mod tests {
     use hickory_resolver::proto::rr::rdata::{A, CNAME};
 
     use super::*;
+    use crate::probe::test_tls::{CA, tls_server, trust_with_test_ca};
 
     #[test]
     fn the_cname_chain_is_followed_from_the_name_asked_for() {
         let name = |s: &str| Name::from_str(s).expect("valid name");
         // Deliberately out of order: the chain is rebuilt from the links, not the order.
         let records = vec![
-            Record::from_rdata(name("b.example.net."), 60, RData::CNAME(CNAME(name("c.example.org.")))),
-            Record::from_rdata(name("a.example.com."), 60, RData::CNAME(CNAME(name("b.example.net.")))),
+            Record::from_rdata(
+                name("b.example.net."),
+                60,
+                RData::CNAME(CNAME(name("c.example.org."))),
+            ),
+            Record::from_rdata(
+                name("a.example.com."),
+                60,
+                RData::CNAME(CNAME(name("b.example.net."))),
+            ),
             Record::from_rdata(name("c.example.org."), 60, RData::A(A::new(192, 0, 2, 7))),
         ];
-        assert_eq!(cname_chain(&records), vec!["b.example.net", "c.example.org"]);
+        assert_eq!(
+            cname_chain(&records),
+            vec!["b.example.net", "c.example.org"]
+        );
     }
 
     #[test]
     fn no_cname_means_an_empty_chain() {
-        let records =
-            vec![Record::from_rdata(Name::from_str("a.example.com.").expect("name"), 60, RData::A(A::new(192, 0, 2, 7)))];
+        let records = vec![Record::from_rdata(
+            Name::from_str("a.example.com.").expect("name"),
+            60,
+            RData::A(A::new(192, 0, 2, 7)),
+        )];
         assert!(cname_chain(&records).is_empty());
     }
 
     #[test]
     fn status_lines_parse_and_garbage_does_not() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 401 Unauthorized\r\nServer: x\r\n"), Ok(401));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 401 Unauthorized\r\nServer: x\r\n"),
+            Ok(401)
+        );
         assert_eq!(parse_status_line(b"HTTP/1.0 200 OK\r\n"), Ok(200));
         assert!(parse_status_line(b"SSH-2.0-OpenSSH_9.6\r\n").is_err());
         assert!(parse_status_line(b"HTTP/1.1 abc\r\n").is_err());
@@ -394,13 +534,18 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
         drop(listener);
-        let err = connect_tcp(address, Duration::from_secs(5)).await.expect_err("nothing listens");
+        let err = connect_tcp(address, Duration::from_secs(5))
+            .await
+            .expect_err("nothing listens");
         assert_eq!(err.0, EndpointStep::TcpRefused, "{}", err.1);
     }
 
     #[tokio::test]
     async fn an_unreadable_system_configuration_is_reported_as_such() {
-        let resolver = Resolver { inner: Err("cannot read the system DNS configuration: gone".to_owned()), timeout: Duration::from_secs(1) };
+        let resolver = Resolver {
+            inner: Err("cannot read the system DNS configuration: gone".to_owned()),
+            timeout: Duration::from_secs(1),
+        };
         let lookup = resolver.lookup("passwordreset.microsoftonline.com").await;
         let err = lookup.outcome.expect_err("no resolver");
         assert_eq!(err.kind, DnsFailureKind::ResolverUnavailable);
@@ -408,72 +553,46 @@ mod tests {
 
     #[tokio::test]
     async fn an_ip_literal_resolves_to_itself_without_asking_dns() {
-        let resolver = Resolver::new(&["127.0.0.1:9".parse().expect("addr")], Duration::from_secs(2));
+        let resolver = Resolver::new(
+            &["127.0.0.1:9".parse().expect("addr")],
+            Duration::from_secs(2),
+        );
         let lookup = resolver.lookup("192.0.2.10").await;
-        assert_eq!(lookup.addresses(), &["192.0.2.10".parse::<IpAddr>().expect("ip")]);
-    }
-
-    const CA: &str = include_str!("testdata/ca.pem");
-    const CERT: &str = include_str!("testdata/endpoint.pem");
-    const KEY: &str = include_str!("testdata/endpoint.key");
-
-    /// A TLS server on loopback that presents a certificate for `passwordreset.test` issued by
-    /// a private CA (as a TLS-inspecting proxy would) and answers one request with 401.
-    async fn tls_server() -> SocketAddr {
-        let certs: Vec<_> = rustls_pemfile::certs(&mut CERT.as_bytes()).map(|c| c.expect("cert")).collect();
-        let key = rustls_pemfile::private_key(&mut KEY.as_bytes()).expect("key").expect("one key");
-        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 512];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = tls.write_all(b"HTTP/1.1 401 MissingToken\r\nContent-Length: 0\r\n\r\n").await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-        address
-    }
-
-    fn trust_with_test_ca() -> (tempfile::TempDir, TrustStore) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("ca.pem");
-        std::fs::write(&path, CA).expect("write CA");
-        let trust = TrustStore::load(Some(&path)).expect("trust store");
-        (dir, trust)
+        assert_eq!(
+            lookup.addresses(),
+            &["192.0.2.10".parse::<IpAddr>().expect("ip")]
+        );
     }
 
     fn endpoint(host: &str, port: u16) -> Endpoint {
-        Endpoint { host: host.to_owned(), port }
+        Endpoint {
+            host: host.to_owned(),
+            port,
+        }
     }
 
     #[tokio::test]
     async fn a_trusted_chain_establishes_tls_and_reads_the_http_status() {
         let address = tls_server().await;
         let (_dir, trust) = trust_with_test_ca();
-        let session = handshake(&endpoint("passwordreset.test", address.port()), address, &trust, Duration::from_secs(5))
-            .await
-            .expect("TLS established");
-        assert!(session.protocol.starts_with("TLS 1."), "{}", session.protocol);
+        let session = handshake(
+            &endpoint("passwordreset.test", address.port()),
+            address,
+            &trust,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("TLS established");
+        assert!(
+            session.protocol.starts_with("TLS 1."),
+            "{}",
+            session.protocol
+        );
         assert_eq!(session.peer_subject, "CN=passwordreset.test");
-        assert_eq!(session.peer_issuer, "CN=wbhealth Test Proxy CA, O=wbhealth tests");
+        assert_eq!(
+            session.peer_issuer,
+            "CN=wbhealth Test Proxy CA, O=wbhealth tests"
+        );
         assert_eq!(session.http_status, Ok(401));
     }
 
@@ -484,13 +603,30 @@ mod tests {
             eprintln!("skipped: this machine has no system root certificates");
             return;
         };
-        let err = handshake(&endpoint("passwordreset.test", address.port()), address, &trust, Duration::from_secs(5))
-            .await
-            .expect_err("private CA is not trusted");
-        assert_eq!(err.step, EndpointStep::CertificateUntrusted, "{}", err.message);
+        let err = handshake(
+            &endpoint("passwordreset.test", address.port()),
+            address,
+            &trust,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("private CA is not trusted");
+        assert_eq!(
+            err.step,
+            EndpointStep::CertificateUntrusted,
+            "{}",
+            err.message
+        );
         let presented = err.presented.expect("presented certificate recorded");
-        assert_eq!(presented.issuer, "CN=wbhealth Test Proxy CA, O=wbhealth tests");
-        assert!(err.message.contains("wbhealth Test Proxy CA"), "{}", err.message);
+        assert_eq!(
+            presented.issuer,
+            "CN=wbhealth Test Proxy CA, O=wbhealth tests"
+        );
+        assert!(
+            err.message.contains("wbhealth Test Proxy CA"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
@@ -514,7 +650,12 @@ mod tests {
         let probe = &facts.endpoints[0];
         assert_eq!(probe.address, Some(address));
         let err = probe.outcome.as_ref().expect_err("name mismatch");
-        assert_eq!(err.step, EndpointStep::CertificateInvalid, "{}", err.message);
+        assert_eq!(
+            err.step,
+            EndpointStep::CertificateInvalid,
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
@@ -522,7 +663,10 @@ mod tests {
         let lookup = DnsLookup {
             host: "passwordreset.test".to_owned(),
             duration: Duration::ZERO,
-            outcome: Err(DnsFailure { kind: DnsFailureKind::NxDomain, message: "passwordreset.test does not exist (NXDOMAIN)".to_owned() }),
+            outcome: Err(DnsFailure {
+                kind: DnsFailureKind::NxDomain,
+                message: "passwordreset.test does not exist (NXDOMAIN)".to_owned(),
+            }),
         };
         let (_dir, trust) = trust_with_test_ca();
         let probe = probe_endpoint(
@@ -534,6 +678,9 @@ mod tests {
         )
         .await;
         assert_eq!(probe.address, None);
-        assert_eq!(probe.outcome.expect_err("no address").step, EndpointStep::Dns);
+        assert_eq!(
+            probe.outcome.expect_err("no address").step,
+            EndpointStep::Dns
+        );
     }
 }

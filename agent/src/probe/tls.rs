@@ -14,7 +14,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::facts::PresentedCertificate;
 
@@ -36,7 +38,9 @@ pub enum TrustError {
         path: PathBuf,
     },
     /// Neither the system store nor the CA file gave a root certificate.
-    #[error("no trusted root certificates: the system store is empty or unreadable and no CA file is set")]
+    #[error(
+        "no trusted root certificates: the system store is empty or unreadable and no CA file is set"
+    )]
     NoRoots,
     /// rustls refused the configuration.
     #[error("cannot set up TLS: {0}")]
@@ -60,32 +64,45 @@ impl TrustStore {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         if !native.errors.is_empty() {
-            tracing::debug!(errors = native.errors.len(), "some system root certificates could not be loaded");
+            tracing::debug!(
+                errors = native.errors.len(),
+                "some system root certificates could not be loaded"
+            );
         }
         roots.add_parsable_certificates(native.certs);
         if let Some(path) = extra_ca_file {
-            let pem = std::fs::read(path).map_err(|source| TrustError::Read { path: path.to_path_buf(), source })?;
-            let certs: Vec<CertificateDer<'static>> =
-                rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok).collect();
+            let pem = std::fs::read(path).map_err(|source| TrustError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+                .filter_map(Result::ok)
+                .collect();
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(TrustError::NoCertificates { path: path.to_path_buf() });
+                return Err(TrustError::NoCertificates {
+                    path: path.to_path_buf(),
+                });
             }
         }
         if roots.is_empty() {
             return Err(TrustError::NoRoots);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| TrustError::Setup(e.to_string()))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| TrustError::Setup(e.to_string()))?;
         Ok(TrustStore { provider, verifier })
     }
 
     /// A client configuration for one connection, and the recorder that will hold the
     /// certificate the server presents on it.
     pub fn client_config(&self) -> Result<(Arc<ClientConfig>, Arc<RecordingVerifier>), TrustError> {
-        let recorder = Arc::new(RecordingVerifier { inner: self.verifier.clone(), presented: Mutex::new(None) });
+        let recorder = Arc::new(RecordingVerifier {
+            inner: self.verifier.clone(),
+            presented: Mutex::new(None),
+        });
         let config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TrustError::Setup(e.to_string()))?
@@ -124,7 +141,8 @@ impl ServerCertVerifier for RecordingVerifier {
         if let Ok(mut slot) = self.presented.lock() {
             *slot = Some(end_entity.clone().into_owned());
         }
-        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -163,7 +181,10 @@ pub enum TlsFailureKind {
 
 /// Classifies a handshake error by the rustls error inside it.
 pub fn classify(error: &io::Error) -> TlsFailureKind {
-    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(e) => classify_rustls(e),
         None => TlsFailureKind::Handshake,
     }
@@ -172,7 +193,9 @@ pub fn classify(error: &io::Error) -> TlsFailureKind {
 /// Classifies a rustls error.
 pub fn classify_rustls(error: &rustls::Error) -> TlsFailureKind {
     match error {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => TlsFailureKind::Untrusted,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            TlsFailureKind::Untrusted
+        }
         rustls::Error::InvalidCertificate(_) => TlsFailureKind::Invalid,
         _ => TlsFailureKind::Handshake,
     }
@@ -199,7 +222,10 @@ mod tests {
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
         );
         assert_eq!(classify(&untrusted), TlsFailureKind::Untrusted);
-        let expired = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(CertificateError::Expired));
+        let expired = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+        );
         assert_eq!(classify(&expired), TlsFailureKind::Invalid);
         let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
         assert_eq!(classify(&reset), TlsFailureKind::Handshake);

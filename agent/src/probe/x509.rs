@@ -45,7 +45,9 @@ fn read_any(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (bytes, after) = rest.split_at(count);
         rest = after;
-        bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
     };
     (rest.len() >= len).then(|| {
         let (contents, after) = rest.split_at(len);
@@ -66,7 +68,11 @@ fn render_name(mut name: &[u8]) -> Option<String> {
             set = rest;
             let (oid, value) = read(pair, OID)?;
             let (value_tag, value, _) = read_any(value)?;
-            attributes.push(format!("{}={}", attribute_name(oid), escape(&decode_string(value_tag, value))));
+            attributes.push(format!(
+                "{}={}",
+                attribute_name(oid),
+                escape(&decode_string(value_tag, value))
+            ));
         }
         rdns.push(attributes.join("+"));
     }
@@ -106,20 +112,28 @@ fn dotted(oid: &[u8]) -> String {
             value = 0;
         }
     }
-    arcs.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn decode_string(tag: u8, value: &[u8]) -> String {
     match tag {
         // BMPString: UCS-2, big-endian.
         0x1E => {
-            let units: Vec<u16> = value.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = value
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             String::from_utf16_lossy(&units)
         }
         // UniversalString: UCS-4, big-endian.
         0x1C => value
             .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{FFFD}'))
+            .map(|c| {
+                char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{FFFD}')
+            })
             .collect(),
         // UTF8String, PrintableString, IA5String, T61String and the rest: read as UTF-8.
         _ => String::from_utf8_lossy(value).into_owned(),
@@ -172,7 +186,10 @@ fMh+4QIhAIK3qgvCdTL/+wJP024CLXIJGkU+zq3+wXPF1LWsErk/
 
     fn der(pem: &str) -> Vec<u8> {
         let mut reader = pem.as_bytes();
-        let cert = rustls_pemfile::certs(&mut reader).next().expect("one cert").expect("valid PEM");
+        let cert = rustls_pemfile::certs(&mut reader)
+            .next()
+            .expect("one cert")
+            .expect("valid PEM");
         cert.as_ref().to_vec()
     }
 

@@ -91,3 +91,38 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// `openapi/openapi.json` is generated from the code; this fails when it is stale.
+    /// Regenerate with `WBH_UPDATE_OPENAPI=1 cargo test -p wbhealth-server openapi_document_is_fresh`.
+    #[test]
+    fn openapi_document_is_fresh() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
+        let generated = super::openapi().to_pretty_json().expect("the document serializes") + "\n";
+        if std::env::var_os("WBH_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).expect("write openapi.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "openapi/openapi.json is stale; regenerate it with: WBH_UPDATE_OPENAPI=1 cargo test -p wbhealth-server openapi_document_is_fresh"
+        );
+    }
+
+    #[test]
+    fn every_operation_requires_the_bearer_key_and_documents_401() {
+        let doc = super::openapi();
+        assert!(doc.security.as_ref().is_some_and(|s| !s.is_empty()), "global bearer security is declared");
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [("get", &item.get), ("post", &item.post), ("delete", &item.delete), ("put", &item.put), ("patch", &item.patch)] {
+                if let Some(op) = op {
+                    assert!(op.responses.responses.contains_key("401"), "{method} {path} does not document 401");
+                }
+            }
+        }
+    }
+}

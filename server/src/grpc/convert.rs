@@ -22,7 +22,7 @@ pub fn host_facts(host: Option<v1::HostFacts>) -> Result<HostFacts, tonic::Statu
         hostname: hostname.to_owned(),
         os: bounded(host.os),
         agent_version: bounded(host.agent_version),
-        ad_domain: bounded(host.ad_domain),
+        ad_domain: bounded(host.domain_controller),
     })
 }
 

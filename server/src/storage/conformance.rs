@@ -197,7 +197,10 @@ async fn token(
         )
         .await
         .expect("create token");
-    assert_eq!((token.tenant_id, token.uses, token.max_uses), (tenant, 0, max_uses));
+    assert_eq!(
+        (token.tenant_id, token.uses, token.max_uses),
+        (tenant, 0, max_uses)
+    );
     (token.id, hash)
 }
 
@@ -253,13 +256,22 @@ async fn tenants_are_created_read_and_paged(store: Arc<dyn Store>) {
         created.push(tenant(store, name).await);
     }
     let first = &created[0];
-    assert_eq!(store.tenant(&TenantScope::All, first.id).await.expect("get"), *first);
+    assert_eq!(
+        store
+            .tenant(&TenantScope::All, first.id)
+            .await
+            .expect("get"),
+        *first
+    );
     assert!(matches!(
         store.tenant(&TenantScope::All, TenantId::new()).await,
         Err(StoreError::NotFound)
     ));
 
-    let p1 = store.list_tenants(&TenantScope::All, page(None, 2)).await.expect("page 1");
+    let p1 = store
+        .list_tenants(&TenantScope::All, page(None, 2))
+        .await
+        .expect("page 1");
     assert_eq!(p1.items, created[0..2]);
     assert!(p1.has_more);
     let p2 = store
@@ -274,10 +286,16 @@ async fn tenants_are_created_read_and_paged(store: Arc<dyn Store>) {
         .expect("page 3");
     assert_eq!(p3.items, created[4..]);
     assert!(!p3.has_more);
-    let exact = store.list_tenants(&TenantScope::All, page(None, 5)).await.expect("all");
+    let exact = store
+        .list_tenants(&TenantScope::All, page(None, 5))
+        .await
+        .expect("all");
     assert_eq!(exact.items, created);
     assert!(!exact.has_more);
-    assert_eq!(store.count_tenants(&TenantScope::All).await.expect("count"), 5);
+    assert_eq!(
+        store.count_tenants(&TenantScope::All).await.expect("count"),
+        5
+    );
 }
 
 async fn tenant_names_are_unique(store: Arc<dyn Store>) {
@@ -289,8 +307,14 @@ async fn tenant_names_are_unique(store: Arc<dyn Store>) {
             entra_tenant_id: Uuid::new_v4(),
         })
         .await;
-    assert!(matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("Contoso")), "{again:?}");
-    assert_eq!(store.count_tenants(&TenantScope::All).await.expect("count"), 1);
+    assert!(
+        matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("Contoso")),
+        "{again:?}"
+    );
+    assert_eq!(
+        store.count_tenants(&TenantScope::All).await.expect("count"),
+        1
+    );
 }
 
 async fn a_scope_hides_other_tenants(store: Arc<dyn Store>) {
@@ -299,22 +323,44 @@ async fn a_scope_hides_other_tenants(store: Arc<dyn Store>) {
     let theirs = tenant(store, "Theirs").await;
     let agent = enroll(store, theirs.id, "dc-theirs").await;
     store
-        .ingest_report(&report(theirs.id, agent, vec![result("a.check", Status::Fail, now())]))
+        .ingest_report(&report(
+            theirs.id,
+            agent,
+            vec![result("a.check", Status::Fail, now())],
+        ))
         .await
         .expect("ingest");
     let scope = TenantScope::Only(vec![mine.id]);
 
-    assert_eq!(store.tenant(&scope, mine.id).await.expect("own tenant"), mine);
-    assert!(matches!(store.tenant(&scope, theirs.id).await, Err(StoreError::NotFound)));
-    let listed = store.list_tenants(&scope, page(None, 10)).await.expect("list");
+    assert_eq!(
+        store.tenant(&scope, mine.id).await.expect("own tenant"),
+        mine
+    );
+    assert!(matches!(
+        store.tenant(&scope, theirs.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let listed = store
+        .list_tenants(&scope, page(None, 10))
+        .await
+        .expect("list");
     assert_eq!(listed.items, vec![mine.clone()]);
     assert_eq!(store.count_tenants(&scope).await.expect("count"), 1);
     assert!(matches!(
         store.latest_results(&scope, theirs.id).await,
         Err(StoreError::NotFound)
     ));
-    assert!(store.latest_results(&scope, mine.id).await.expect("own results").is_empty());
-    assert!(matches!(store.list_agents(&scope, theirs.id).await, Err(StoreError::NotFound)));
+    assert!(
+        store
+            .latest_results(&scope, mine.id)
+            .await
+            .expect("own results")
+            .is_empty()
+    );
+    assert!(matches!(
+        store.list_agents(&scope, theirs.id).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(matches!(
         store.list_enrollment_tokens(&scope, theirs.id).await,
         Err(StoreError::NotFound)
@@ -331,20 +377,38 @@ async fn a_scope_hides_other_tenants(store: Arc<dyn Store>) {
             },
         )
         .await;
-    assert!(matches!(foreign_token, Err(StoreError::NotFound)), "{foreign_token:?}");
+    assert!(
+        matches!(foreign_token, Err(StoreError::NotFound)),
+        "{foreign_token:?}"
+    );
     let their_token = store
         .list_enrollment_tokens(&TenantScope::All, theirs.id)
         .await
         .expect("tokens")[0]
         .id;
     assert!(matches!(
-        store.revoke_enrollment_token(&scope, theirs.id, their_token, now()).await,
+        store
+            .revoke_enrollment_token(&scope, theirs.id, their_token, now())
+            .await,
         Err(StoreError::NotFound)
     ));
-    assert!(store.agent_rollups(&scope).await.expect("rollups").is_empty());
+    assert!(
+        store
+            .agent_rollups(&scope)
+            .await
+            .expect("rollups")
+            .is_empty()
+    );
     // An empty scope sees nothing at all.
     let nothing = TenantScope::Only(vec![]);
-    assert!(store.list_tenants(&nothing, page(None, 10)).await.expect("list").items.is_empty());
+    assert!(
+        store
+            .list_tenants(&nothing, page(None, 10))
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
     assert_eq!(store.count_tenants(&nothing).await.expect("count"), 0);
 }
 
@@ -365,7 +429,10 @@ async fn an_enrollment_token_enrolls_an_agent(store: Arc<dyn Store>) {
     assert_eq!(agent.enrolled_at, at);
     assert_eq!(agent.revoked_at, None);
 
-    let tokens = store.list_enrollment_tokens(&TenantScope::All, t.id).await.expect("tokens");
+    let tokens = store
+        .list_enrollment_tokens(&TenantScope::All, t.id)
+        .await
+        .expect("tokens");
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0].uses, 1);
     assert_eq!(tokens[0].max_uses, 2);
@@ -373,7 +440,10 @@ async fn an_enrollment_token_enrolls_an_agent(store: Arc<dyn Store>) {
     assert_eq!(credential.credential_hash, new.credential_hash);
     assert_eq!(credential.agent, agent);
     assert_eq!(
-        store.list_agents(&TenantScope::All, t.id).await.expect("agents"),
+        store
+            .list_agents(&TenantScope::All, t.id)
+            .await
+            .expect("agents"),
         vec![agent]
     );
     assert!(matches!(
@@ -392,11 +462,17 @@ async fn enrollment_tokens_are_refused_for_each_reason(store: Arc<dyn Store>) {
             .expect("no database error")
     };
 
-    assert_eq!(redeem(secrets::hash("never issued"), now()).await, Err(TokenRejection::Unknown));
+    assert_eq!(
+        redeem(secrets::hash("never issued"), now()).await,
+        Err(TokenRejection::Unknown)
+    );
 
     let expires = now() + Duration::hours(1);
     let (_, expiring) = token(store, t.id, 5, expires).await;
-    assert!(redeem(expiring.clone(), expires).await.is_ok(), "valid up to its expiry");
+    assert!(
+        redeem(expiring.clone(), expires).await.is_ok(),
+        "valid up to its expiry"
+    );
     assert_eq!(
         redeem(expiring, expires + Duration::seconds(1)).await,
         Err(TokenRejection::Expired)
@@ -414,7 +490,14 @@ async fn enrollment_tokens_are_refused_for_each_reason(store: Arc<dyn Store>) {
     assert_eq!(redeem(revoked, now()).await, Err(TokenRejection::Revoked));
 
     // A refused redemption changes nothing: only the two accepted ones made agents.
-    assert_eq!(store.list_agents(&TenantScope::All, t.id).await.expect("agents").len(), 2);
+    assert_eq!(
+        store
+            .list_agents(&TenantScope::All, t.id)
+            .await
+            .expect("agents")
+            .len(),
+        2
+    );
 }
 
 async fn rejections_follow_their_precedence(store: Arc<dyn Store>) {
@@ -485,7 +568,9 @@ async fn revoking_twice_keeps_the_first_time(store: Arc<dyn Store>) {
     // The right token in the wrong tenant is not found either.
     let other = tenant(store, "Other").await;
     assert!(matches!(
-        store.revoke_enrollment_token(&TenantScope::All, other.id, id, first).await,
+        store
+            .revoke_enrollment_token(&TenantScope::All, other.id, id, first)
+            .await,
         Err(StoreError::NotFound)
     ));
 }
@@ -529,7 +614,14 @@ async fn concurrent_enrollments_share_no_last_use(store: Arc<dyn Store>) {
         .await
         .expect("tokens");
     assert_eq!(tokens[0].uses, 3);
-    assert_eq!(store.list_agents(&TenantScope::All, t.id).await.expect("agents").len(), 3);
+    assert_eq!(
+        store
+            .list_agents(&TenantScope::All, t.id)
+            .await
+            .expect("agents")
+            .len(),
+        3
+    );
 }
 
 async fn a_report_is_stored_once(store: Arc<dyn Store>) {
@@ -538,7 +630,10 @@ async fn a_report_is_stored_once(store: Arc<dyn Store>) {
     let agent = enroll(store, t.id, "dc01").await;
     let at = now();
     let first = report(t.id, agent, vec![result("network.https", Status::Pass, at)]);
-    assert_eq!(store.ingest_report(&first).await.expect("ingest"), IngestOutcome::Stored);
+    assert_eq!(
+        store.ingest_report(&first).await.expect("ingest"),
+        IngestOutcome::Stored
+    );
 
     // The same report id again, even with different (newer) content, changes nothing.
     let mut replay = first.clone();
@@ -546,23 +641,57 @@ async fn a_report_is_stored_once(store: Arc<dyn Store>) {
         result("network.https", Status::Fail, at + Duration::minutes(1)),
         result("topology.pdc", Status::Fail, at + Duration::minutes(1)),
     ];
-    assert_eq!(store.ingest_report(&replay).await.expect("replay"), IngestOutcome::Duplicate);
-    let latest = store.latest_results(&TenantScope::All, t.id).await.expect("latest");
+    assert_eq!(
+        store.ingest_report(&replay).await.expect("replay"),
+        IngestOutcome::Duplicate
+    );
+    let latest = store
+        .latest_results(&TenantScope::All, t.id)
+        .await
+        .expect("latest");
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[0].report_id, first.id);
     assert_eq!(latest[0].result, first.results[0]);
+
+    // A report without results (every check disabled) is a report too.
+    let empty = report(t.id, agent, vec![]);
+    assert_eq!(
+        store.ingest_report(&empty).await.expect("empty"),
+        IngestOutcome::Stored
+    );
+    assert_eq!(
+        store.ingest_report(&empty).await.expect("empty again"),
+        IngestOutcome::Duplicate
+    );
+    assert_eq!(
+        store
+            .latest_results(&TenantScope::All, t.id)
+            .await
+            .expect("latest")
+            .len(),
+        1
+    );
 
     // A report that names a check twice is refused whole.
     let twice = report(
         t.id,
         agent,
-        vec![result("x.y", Status::Pass, at), result("x.y", Status::Fail, at)],
+        vec![
+            result("x.y", Status::Pass, at),
+            result("x.y", Status::Fail, at),
+        ],
     );
-    assert!(matches!(store.ingest_report(&twice).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.ingest_report(&twice).await,
+        Err(StoreError::Conflict(_))
+    ));
     // ... and was not stored, so a corrected report with the same id is accepted.
     let mut fixed = twice.clone();
     fixed.results.pop();
-    assert_eq!(store.ingest_report(&fixed).await.expect("fixed"), IngestOutcome::Stored);
+    assert_eq!(
+        store.ingest_report(&fixed).await.expect("fixed"),
+        IngestOutcome::Stored
+    );
 }
 
 async fn latest_results_only_move_forward(store: Arc<dyn Store>) {
@@ -589,9 +718,15 @@ async fn latest_results_only_move_forward(store: Arc<dyn Store>) {
             result("permissions.reset", Status::Error, t0),
         ],
     );
-    assert_eq!(store.ingest_report(&older).await.expect("older"), IngestOutcome::Stored);
+    assert_eq!(
+        store.ingest_report(&older).await.expect("older"),
+        IngestOutcome::Stored
+    );
 
-    let latest = store.latest_results(&TenantScope::All, t.id).await.expect("latest");
+    let latest = store
+        .latest_results(&TenantScope::All, t.id)
+        .await
+        .expect("latest");
     let by_check = |id: &str| {
         latest
             .iter()
@@ -619,11 +754,23 @@ async fn latest_results_only_move_forward(store: Arc<dyn Store>) {
         ],
     );
     store.ingest_report(&newest).await.expect("newest");
-    let latest = store.latest_results(&TenantScope::All, t.id).await.expect("latest");
-    let https = latest.iter().find(|l| l.result.check_id == "network.https").expect("https");
+    let latest = store
+        .latest_results(&TenantScope::All, t.id)
+        .await
+        .expect("latest");
+    let https = latest
+        .iter()
+        .find(|l| l.result.check_id == "network.https")
+        .expect("https");
     assert_eq!(https.result, newest.results[0]);
-    let pdc = latest.iter().find(|l| l.result.check_id == "topology.pdc").expect("pdc");
-    assert_eq!((pdc.report_id, &pdc.result), (newest.id, &newest.results[1]));
+    let pdc = latest
+        .iter()
+        .find(|l| l.result.check_id == "topology.pdc")
+        .expect("pdc");
+    assert_eq!(
+        (pdc.report_id, &pdc.result),
+        (newest.id, &newest.results[1])
+    );
 }
 
 async fn a_report_is_refused_for_an_agent_of_another_tenant(store: Arc<dyn Store>) {
@@ -632,11 +779,33 @@ async fn a_report_is_refused_for_an_agent_of_another_tenant(store: Arc<dyn Store
     let b = tenant(store, "B").await;
     let agent = enroll(store, a.id, "dc-a").await;
     let wrong = report(b.id, agent, vec![result("x.y", Status::Fail, now())]);
-    assert!(matches!(store.ingest_report(&wrong).await, Err(StoreError::NotFound)));
-    let unknown = report(a.id, AgentId::new(), vec![result("x.y", Status::Fail, now())]);
-    assert!(matches!(store.ingest_report(&unknown).await, Err(StoreError::NotFound)));
-    assert!(store.latest_results(&TenantScope::All, b.id).await.expect("b").is_empty());
-    assert!(store.latest_results(&TenantScope::All, a.id).await.expect("a").is_empty());
+    assert!(matches!(
+        store.ingest_report(&wrong).await,
+        Err(StoreError::NotFound)
+    ));
+    let unknown = report(
+        a.id,
+        AgentId::new(),
+        vec![result("x.y", Status::Fail, now())],
+    );
+    assert!(matches!(
+        store.ingest_report(&unknown).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .latest_results(&TenantScope::All, b.id)
+            .await
+            .expect("b")
+            .is_empty()
+    );
+    assert!(
+        store
+            .latest_results(&TenantScope::All, a.id)
+            .await
+            .expect("a")
+            .is_empty()
+    );
 }
 
 async fn rollups_show_each_agents_worst_status(store: Arc<dyn Store>) {
@@ -647,10 +816,26 @@ async fn rollups_show_each_agents_worst_status(store: Arc<dyn Store>) {
     // One agent per possible worst status, plus one that has reported nothing.
     let cases = [
         (a.id, vec![Status::Pass, Status::Pass], Some(Status::Pass)),
-        (a.id, vec![Status::Pass, Status::NotApplicable], Some(Status::NotApplicable)),
-        (a.id, vec![Status::NotApplicable, Status::Warn, Status::Pass], Some(Status::Warn)),
-        (b.id, vec![Status::Warn, Status::Error, Status::Pass], Some(Status::Error)),
-        (b.id, vec![Status::Error, Status::Fail, Status::Warn], Some(Status::Fail)),
+        (
+            a.id,
+            vec![Status::Pass, Status::NotApplicable],
+            Some(Status::NotApplicable),
+        ),
+        (
+            a.id,
+            vec![Status::NotApplicable, Status::Warn, Status::Pass],
+            Some(Status::Warn),
+        ),
+        (
+            b.id,
+            vec![Status::Warn, Status::Error, Status::Pass],
+            Some(Status::Error),
+        ),
+        (
+            b.id,
+            vec![Status::Error, Status::Fail, Status::Warn],
+            Some(Status::Fail),
+        ),
         (b.id, vec![], None),
     ];
     let mut expected = Vec::new();
@@ -674,8 +859,14 @@ async fn rollups_show_each_agents_worst_status(store: Arc<dyn Store>) {
         .await
         .expect("touch");
 
-    let rollups = store.agent_rollups(&TenantScope::All).await.expect("rollups");
-    let got: Vec<_> = rollups.iter().map(|r| (r.tenant_id, r.agent_id, r.worst)).collect();
+    let rollups = store
+        .agent_rollups(&TenantScope::All)
+        .await
+        .expect("rollups");
+    let got: Vec<_> = rollups
+        .iter()
+        .map(|r| (r.tenant_id, r.agent_id, r.worst))
+        .collect();
     assert_eq!(got, expected);
     assert_eq!(rollups[0].last_seen_at, Some(at));
     assert_eq!(rollups[1].last_seen_at, None);
@@ -684,7 +875,10 @@ async fn rollups_show_each_agents_worst_status(store: Arc<dyn Store>) {
         .agent_rollups(&TenantScope::Only(vec![b.id]))
         .await
         .expect("rollups of b");
-    let got: Vec<_> = only_b.iter().map(|r| (r.tenant_id, r.agent_id, r.worst)).collect();
+    let got: Vec<_> = only_b
+        .iter()
+        .map(|r| (r.tenant_id, r.agent_id, r.worst))
+        .collect();
     assert_eq!(got, expected[3..]);
 }
 
@@ -703,13 +897,19 @@ async fn agents_are_touched(store: Arc<dyn Store>) {
         ..host("dc01-renamed")
     };
     let later = at + Duration::minutes(1);
-    store.touch_agent(agent, later, Some(&moved)).await.expect("touch with facts");
+    store
+        .touch_agent(agent, later, Some(&moved))
+        .await
+        .expect("touch with facts");
     let seen = store.agent_credential(agent).await.expect("agent").agent;
     assert_eq!(seen.last_seen_at, Some(later));
     assert_eq!(seen.host, moved);
 
     // A late request from before does not make the agent look older.
-    store.touch_agent(agent, at, None).await.expect("late touch");
+    store
+        .touch_agent(agent, at, None)
+        .await
+        .expect("late touch");
     let seen = store.agent_credential(agent).await.expect("agent").agent;
     assert_eq!(seen.last_seen_at, Some(later));
 
@@ -741,7 +941,10 @@ async fn api_keys_are_created_used_and_counted(store: Arc<dyn Store>) {
     assert_eq!(store.count_api_keys().await.expect("count"), 1);
 
     let at = now();
-    let used = store.use_api_key(&secrets::hash(&secret), at).await.expect("use");
+    let used = store
+        .use_api_key(&secrets::hash(&secret), at)
+        .await
+        .expect("use");
     assert_eq!(
         used,
         ApiKey {
@@ -750,7 +953,9 @@ async fn api_keys_are_created_used_and_counted(store: Arc<dyn Store>) {
         }
     );
     assert!(matches!(
-        store.use_api_key(&secrets::hash("wbh_key_unknown"), at).await,
+        store
+            .use_api_key(&secrets::hash("wbh_key_unknown"), at)
+            .await,
         Err(StoreError::NotFound)
     ));
 
@@ -762,7 +967,10 @@ async fn api_keys_are_created_used_and_counted(store: Arc<dyn Store>) {
             expires_at: None,
         })
         .await;
-    assert!(matches!(same_secret, Err(StoreError::Conflict(_))), "{same_secret:?}");
+    assert!(
+        matches!(same_secret, Err(StoreError::Conflict(_))),
+        "{same_secret:?}"
+    );
     assert_eq!(store.count_api_keys().await.expect("count"), 1);
 }
 

@@ -153,7 +153,10 @@ mod tests {
         let t = time::macros::datetime!(1969-12-31 23:59:59.999_999_999 +02:00);
         let stored = instant(t);
         assert_eq!(stored.offset(), UtcOffset::UTC);
-        assert_eq!(stored, time::macros::datetime!(1969-12-31 21:59:59.999_999 UTC));
+        assert_eq!(
+            stored,
+            time::macros::datetime!(1969-12-31 21:59:59.999_999 UTC)
+        );
     }
 
     #[test]

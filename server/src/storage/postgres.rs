@@ -62,7 +62,9 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| {
-                StoreError::Open(format!("cannot bring the PostgreSQL schema up to date: {e}"))
+                StoreError::Open(format!(
+                    "cannot bring the PostgreSQL schema up to date: {e}"
+                ))
             })?;
         Ok(Self { pool })
     }
@@ -248,8 +250,7 @@ struct ApiKeyRow {
     revoked_at: Option<OffsetDateTime>,
 }
 
-const API_KEY_COLUMNS: &str =
-    "id, name, role, created_at, last_used_at, expires_at, revoked_at";
+const API_KEY_COLUMNS: &str = "id, name, role, created_at, last_used_at, expires_at, revoked_at";
 
 impl ApiKeyRow {
     fn into_domain(self) -> Result<ApiKey, StoreError> {
@@ -283,7 +284,9 @@ impl Store for PostgresStore {
         .bind(convert::now())
         .fetch_one(&self.pool)
         .await
-        .map_err(conflict_as(|| format!("a tenant named {:?} already exists", new.name)))?;
+        .map_err(conflict_as(|| {
+            format!("a tenant named {:?} already exists", new.name)
+        }))?;
         Ok(row.into_domain())
     }
 
@@ -430,7 +433,9 @@ impl Store for PostgresStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await
-        .map_err(conflict_as(|| format!("an agent with id {} already exists", agent.id)))?;
+        .map_err(conflict_as(|| {
+            format!("an agent with id {} already exists", agent.id)
+        }))?;
         tx.commit().await?;
         Ok(Ok(row.into_domain()))
     }
@@ -530,13 +535,48 @@ impl Store for PostgresStore {
                 AS r (check_id, status, summary, evidence, remediation, duration_ms, observed_at)",
         )
         .bind(report.id.0)
-        .bind(results.iter().map(|r| r.check_id.as_str()).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| Json(&r.evidence)).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| r.remediation.as_str()).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| convert::from_u64(r.duration_ms)).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| instant(r.observed_at)).collect::<Vec<_>>())
+        .bind(
+            results
+                .iter()
+                .map(|r| r.check_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            results
+                .iter()
+                .map(|r| r.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            results
+                .iter()
+                .map(|r| r.summary.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            results
+                .iter()
+                .map(|r| Json(&r.evidence))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            results
+                .iter()
+                .map(|r| r.remediation.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            results
+                .iter()
+                .map(|r| convert::from_u64(r.duration_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            results
+                .iter()
+                .map(|r| instant(r.observed_at))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
         // Forward only: a result replaces the stored one only if it was observed at the same
@@ -622,7 +662,9 @@ impl Store for PostgresStore {
         .bind(new.expires_at.map(instant))
         .fetch_one(&self.pool)
         .await
-        .map_err(conflict_as(|| "an API key with this secret already exists".to_owned()))?;
+        .map_err(conflict_as(|| {
+            "an API key with this secret already exists".to_owned()
+        }))?;
         row.into_domain()
     }
 
@@ -633,7 +675,11 @@ impl Store for PostgresStore {
         convert::to_u64(n, "api key count")
     }
 
-    async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime) -> Result<ApiKey, StoreError> {
+    async fn use_api_key(
+        &self,
+        key_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, StoreError> {
         let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
             "UPDATE api_keys SET last_used_at = GREATEST(last_used_at, $2) \
              WHERE key_hash = $1 RETURNING {API_KEY_COLUMNS}"

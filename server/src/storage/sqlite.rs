@@ -17,7 +17,8 @@
 //!   cancelled request) rolls it back before the connection is reused.
 //!
 //! WAL mode lets the readers run beside the writer. An in-memory database uses one connection
-//! for everything, because each connection would otherwise see its own empty database.
+//! for everything: the database lives exactly as long as that connection, and one connection
+//! avoids shared-cache table locks, which the busy timeout does not cover.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -82,8 +83,16 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(if memory { 1 } else { 0 })
             // An in-memory database lives as long as its one connection.
-            .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
-            .max_lifetime(if memory { None } else { Some(Duration::from_secs(1800)) })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(1800))
+            })
             .connect_with(options.clone())
             .await
             .map_err(open_error)?;
@@ -91,7 +100,9 @@ impl SqliteStore {
             .run(&write)
             .await
             .map_err(|e| {
-                StoreError::Open(format!("cannot bring the SQLite schema in {url:?} up to date: {e}"))
+                StoreError::Open(format!(
+                    "cannot bring the SQLite schema in {url:?} up to date: {e}"
+                ))
             })?;
         let read = if memory {
             write.clone()
@@ -330,8 +341,7 @@ struct ApiKeyRow {
     revoked_at: Option<i64>,
 }
 
-const API_KEY_COLUMNS: &str =
-    "id, name, role, created_at, last_used_at, expires_at, revoked_at";
+const API_KEY_COLUMNS: &str = "id, name, role, created_at, last_used_at, expires_at, revoked_at";
 
 impl ApiKeyRow {
     fn into_domain(self) -> Result<ApiKey, StoreError> {
@@ -366,7 +376,9 @@ impl Store for SqliteStore {
         .bind(micros(convert::now()))
         .fetch_one(&mut *tx)
         .await
-        .map_err(conflict_as(|| format!("a tenant named {:?} already exists", new.name)))?;
+        .map_err(conflict_as(|| {
+            format!("a tenant named {:?} already exists", new.name)
+        }))?;
         tx.commit().await?;
         row.into_domain()
     }
@@ -518,7 +530,9 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .fetch_one(&mut *tx)
         .await
-        .map_err(conflict_as(|| format!("an agent with id {} already exists", agent.id)))?;
+        .map_err(conflict_as(|| {
+            format!("an agent with id {} already exists", agent.id)
+        }))?;
         tx.commit().await?;
         Ok(Ok(row.into_domain()?))
     }
@@ -711,7 +725,9 @@ impl Store for SqliteStore {
         .bind(new.expires_at.map(micros))
         .fetch_one(&mut *tx)
         .await
-        .map_err(conflict_as(|| "an API key with this secret already exists".to_owned()))?;
+        .map_err(conflict_as(|| {
+            "an API key with this secret already exists".to_owned()
+        }))?;
         tx.commit().await?;
         row.into_domain()
     }
@@ -723,7 +739,11 @@ impl Store for SqliteStore {
         convert::to_u64(n, "api key count")
     }
 
-    async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime) -> Result<ApiKey, StoreError> {
+    async fn use_api_key(
+        &self,
+        key_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, StoreError> {
         let mut tx = self.begin_write().await?;
         let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
             "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, ?2), ?2) \
@@ -792,6 +812,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_connection_has_wal_foreign_keys_and_a_busy_timeout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite:{}", dir.path().join("a.db").display());
+        let store = SqliteStore::connect(&url).await.expect("open");
+        for pool in [&store.read, &store.write] {
+            let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .expect("journal_mode");
+            let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
+                .fetch_one(pool)
+                .await
+                .expect("foreign_keys");
+            let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+                .fetch_one(pool)
+                .await
+                .expect("busy_timeout");
+            assert_eq!((mode.as_str(), fk, busy), ("wal", 1, 5000));
+        }
+    }
+
+    #[tokio::test]
     async fn an_in_memory_database_is_one_database() {
         let store = SqliteStore::connect("sqlite::memory:")
             .await
@@ -810,7 +852,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite:{}/no/such/folder/a.db", dir.path().display());
         let err = SqliteStore::connect(&url).await.expect_err("cannot open");
-        assert!(matches!(err, StoreError::Open(ref m) if m.contains("no/such/folder")), "{err}");
+        assert!(
+            matches!(err, StoreError::Open(ref m) if m.contains("no/such/folder")),
+            "{err}"
+        );
     }
 
     /// Two stores on one file stand for two server processes: `BEGIN IMMEDIATE` and the busy

@@ -29,3 +29,7 @@ pub fn skip_or_fail(reason: &str) {
     );
     eprintln!("skipped: {reason}");
 }
+
+pub mod agent;
+pub mod lab;
+pub mod server;

@@ -217,11 +217,6 @@ impl SambaDc {
         self.ca.pem_path()
     }
 
-    /// The CA that issued the DC's LDAPS certificate.
-    pub fn ca(&self) -> &TestCa {
-        &self.ca
-    }
-
     /// The DC's DNS server, `127.0.0.N:53`, authoritative for `wbhN.test`.
     pub fn dns_server(&self) -> SocketAddr {
         SocketAddr::from((self.ip, 53))
@@ -283,7 +278,9 @@ impl SambaDc {
             .arg("--configfile")
             .arg(self.smb_conf())
             .arg("--use-kerberos=off")
-            .arg(format!("--user=Administrator%{}", self.admin_password))
+            // `-U`, not `--user`: some subcommands also take `--username`, making `--user` ambiguous.
+            .arg("-U")
+            .arg(format!("Administrator%{}", self.admin_password))
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let output = tokio::time::timeout(SAMBA_TOOL_TIMEOUT, command.output())
@@ -568,6 +565,7 @@ fn claim_slot() -> anyhow::Result<(u8, File)> {
                 return Err(e).with_context(|| format!("lock {path}"));
             }
         }
+        remove_stale_folders(slot);
         let ip = Ipv4Addr::new(127, 0, 0, slot);
         ensure_loopback_address(ip)?;
         // Something outside our locks (a stray DC, another service) may hold the address.
@@ -577,6 +575,21 @@ fn claim_slot() -> anyhow::Result<(u8, File)> {
         return Ok((slot, lock));
     }
     bail!("every loopback slot 127.0.0.{SLOTS:?} is in use")
+}
+
+/// Removes DC folders left by a test process that was killed while it held `slot`:
+/// whoever holds the slot's lock owns every folder named after it.
+fn remove_stale_folders(slot: u8) {
+    let prefix = format!("wbhealth-samba{slot}-");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            // Best effort: a folder we cannot remove only wastes space.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Adds `ip/32` to `lo` unless it is there: Samba binds only to addresses an interface carries.

@@ -116,15 +116,33 @@ impl TestCa {
         roots
             .add(self.cert.der().clone())
             .expect("rcgen makes well-formed CA certificates");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Arc::new(config)
+        client_config_with(roots)
     }
+}
+
+/// A rustls client configuration that trusts only the CA certificates in the PEM file `ca_file`,
+/// the way a client configured with a CA file path (like the agent) does.
+pub fn client_config_trusting(ca_file: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("open {}", ca_file.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("parse {}", ca_file.display()))?)
+            .with_context(|| format!("trust {}", ca_file.display()))?;
+    }
+    Ok(client_config_with(roots))
+}
+
+fn client_config_with(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
 }
 
 impl Default for TestCa {
@@ -196,11 +214,6 @@ impl HttpsEndpoint {
     /// The port it listens on at `127.0.0.1`.
     pub fn port(&self) -> u16 {
         self.addr.port()
-    }
-
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// The heads (request line and headers) of every request answered so far, oldest first.

@@ -1,0 +1,89 @@
+//! A customer site in miniature: a Samba AD DC whose DNS serves the domain, and HTTPS
+//! endpoints standing in for Microsoft's password reset service and Service Bus relays, with
+//! DNS names in the DC's zone and certificates from a test CA the agent is told to trust.
+
+use std::net::Ipv4Addr;
+
+use super::samba::SambaDc;
+use super::tls::{HttpsEndpoint, TestCa};
+
+/// The peers of one test.
+pub struct Lab {
+    /// The domain controller (also the site's DNS server).
+    pub dc: SambaDc,
+    /// The CA the agent trusts for Microsoft's endpoints.
+    pub ca: TestCa,
+    passwordreset: HttpsEndpoint,
+    relay: HttpsEndpoint,
+}
+
+impl Lab {
+    /// Starts a DC and healthy endpoints; `None` when Samba is not installed (the test
+    /// skips, or fails under `WBH_TEST_REQUIRE_SERVICES=1`).
+    pub async fn start() -> anyhow::Result<Option<Lab>> {
+        let Some(dc) = SambaDc::start_or_skip().await? else { return Ok(None) };
+        let ca = TestCa::new();
+        let zone = dc.realm().to_lowercase();
+        let pr_name = format!("passwordreset.{zone}");
+        let (cert, key) = ca.issue(&[&pr_name]);
+        let passwordreset = HttpsEndpoint::start(&cert, &key, 404, "")?;
+        let relay_names = [format!("relay1.{zone}"), format!("relay2.{zone}")];
+        let (cert, key) = ca.issue(&[&relay_names[0], &relay_names[1]]);
+        let relay = HttpsEndpoint::start(&cert, &key, 401, "MissingToken: The request contains no authorization header")?;
+        for name in ["passwordreset", "relay1", "relay2", "untrusted"] {
+            dc.add_dns_a(name, Ipv4Addr::LOCALHOST).await?;
+        }
+        Ok(Some(Lab { dc, ca, passwordreset, relay }))
+    }
+
+    /// The DNS zone of the domain, where the endpoint names live.
+    pub fn zone(&self) -> String {
+        self.dc.realm().to_lowercase()
+    }
+
+    /// The healthy password reset endpoint, `host:port`.
+    pub fn passwordreset_endpoint(&self) -> String {
+        format!("passwordreset.{}:{}", self.zone(), self.passwordreset.port())
+    }
+
+    /// The healthy relay endpoints, `host:port`.
+    pub fn relay_endpoints(&self) -> Vec<String> {
+        vec![format!("relay1.{}:{}", self.zone(), self.relay.port()), format!("relay2.{}:{}", self.zone(), self.relay.port())]
+    }
+
+    /// An agent configuration for this site, with the given endpoint lists.
+    pub fn agent_config(&self, passwordreset: &[String], servicebus: &[String]) -> String {
+        let quote = |list: &[String]| list.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ");
+        format!(
+            r#"
+[ldap]
+host = {host:?}
+security = "ldaps"
+bind_dn = {bind:?}
+bind_password = {password:?}
+ca_file = {dc_ca:?}
+timeout_seconds = 10
+
+[network]
+dns_servers = ["{dns}"]
+extra_ca_file = {ca:?}
+passwordreset_endpoints = [{pr}]
+servicebus_endpoints = [{sb}]
+timeout_seconds = 5
+"#,
+            host = self.dc.fqdn(),
+            bind = self.dc.admin_bind(),
+            password = self.dc.admin_password(),
+            dc_ca = self.dc.ca_file().display().to_string(),
+            dns = self.dc.ip(),
+            ca = self.ca.pem_path().display().to_string(),
+            pr = quote(passwordreset),
+            sb = quote(servicebus),
+        )
+    }
+
+    /// The configuration of a healthy site.
+    pub fn healthy_agent_config(&self) -> String {
+        self.agent_config(&[self.passwordreset_endpoint()], &self.relay_endpoints())
+    }
+}

@@ -7,7 +7,7 @@
 CREATE TABLE tenants (
     id              uuid        NOT NULL PRIMARY KEY,
     name            text        NOT NULL UNIQUE,
-    entra_tenant_id uuid        NOT NULL,
+    entra_tenant_id uuid        NOT NULL UNIQUE,
     created_at      timestamptz NOT NULL
 );
 
@@ -33,7 +33,7 @@ CREATE TABLE agents (
     hostname        text        NOT NULL,
     os              text        NOT NULL,
     agent_version   text        NOT NULL,
-    ad_domain       text        NOT NULL,
+    domain_controller       text        NOT NULL,
     enrolled_at     timestamptz NOT NULL,
     last_seen_at    timestamptz,
     revoked_at      timestamptz,

@@ -12,7 +12,7 @@
 CREATE TABLE tenants (
     id              TEXT    NOT NULL PRIMARY KEY,
     name            TEXT    NOT NULL UNIQUE,
-    entra_tenant_id TEXT    NOT NULL,
+    entra_tenant_id TEXT    NOT NULL UNIQUE,
     created_at      INTEGER NOT NULL
 ) STRICT;
 
@@ -38,7 +38,7 @@ CREATE TABLE agents (
     hostname        TEXT    NOT NULL,
     os              TEXT    NOT NULL,
     agent_version   TEXT    NOT NULL,
-    ad_domain       TEXT    NOT NULL,
+    domain_controller       TEXT    NOT NULL,
     enrolled_at     INTEGER NOT NULL,
     last_seen_at    INTEGER,
     revoked_at      INTEGER,

@@ -9,12 +9,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
+use wbhealth_catalogue::Status;
 
 use super::auth::Principal;
 use super::page::{PageQuery, encode};
 use super::problem::{Json, Path, Problem, Query};
 use crate::AppState;
-use crate::domain::{Agent, AgentId, NewTenant, Tenant, TenantId};
+use crate::domain::{Agent, AgentId, NewTenant, ReportSummary, Tenant, TenantId};
 use crate::error::{Error, ErrorCode};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -23,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tenant))
         .routes(routes!(list_agents))
         .routes(routes!(run_agent_now))
+        .routes(routes!(list_reports))
 }
 
 /// A new tenant.
@@ -79,8 +81,8 @@ pub struct AgentView {
     pub os: String,
     /// The agent's version.
     pub agent_version: String,
-    /// The Active Directory domain it checks.
-    pub ad_domain: String,
+    /// The domain controller it reads, as configured on the agent.
+    pub domain_controller: String,
     /// When it enrolled.
     #[serde(with = "time::serde::rfc3339")]
     pub enrolled_at: OffsetDateTime,
@@ -99,7 +101,7 @@ impl AgentView {
             hostname: agent.host.hostname,
             os: agent.host.os,
             agent_version: agent.host.agent_version,
-            ad_domain: agent.host.ad_domain,
+            domain_controller: agent.host.domain_controller,
             enrolled_at: agent.enrolled_at,
             last_seen_at: agent.last_seen_at,
             connected,
@@ -117,7 +119,7 @@ impl AgentView {
         (status = 201, description = "Created", body = TenantView),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name or the Entra tenant id is taken", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_tenant(
@@ -136,7 +138,10 @@ async fn create_tenant(
         .store
         .create_tenant(NewTenant { name: name.to_owned(), entra_tenant_id: body.entra_tenant_id })
         .await
-        .map_err(|e| Error::from_store(e, format_args!("a tenant named {name:?}")))?;
+        .map_err(|e| match e {
+            crate::storage::StoreError::Conflict(message) => Error::new(ErrorCode::Conflict, message),
+            e => Error::from_store(e, "tenant"),
+        })?;
     tracing::info!(tenant_id = %tenant.id, by = %principal.name, "tenant created");
     Ok((StatusCode::CREATED, ResponseJson(tenant.into())))
 }
@@ -271,4 +276,80 @@ async fn run_agent_now(
         .map_err(|_| Error::new(ErrorCode::Conflict, format!("agent {agent} disconnected; try again when it is back")))?;
     tracing::info!(agent_id = %agent, by = %principal.name, "run-now requested");
     Ok(StatusCode::ACCEPTED)
+}
+
+/// A stored report, without its results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportView {
+    /// The report's id, chosen by the agent.
+    pub id: Uuid,
+    /// When the run started on the agent.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// When the run ended on the agent.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// When the server stored it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// How many results it holds.
+    pub results: u32,
+    /// The worst of its results; absent for an empty report.
+    pub status: Option<Status>,
+}
+
+impl From<ReportSummary> for ReportView {
+    fn from(r: ReportSummary) -> Self {
+        Self {
+            id: r.id.0,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            received_at: r.received_at,
+            results: r.results,
+            status: r.worst,
+        }
+    }
+}
+
+/// A page of reports.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportPage {
+    /// The reports, oldest first.
+    pub items: Vec<ReportView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists the reports an agent delivered, oldest first: each one stored once, whatever the
+/// agent resent after an outage.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}/agents/{agent_id}/reports",
+    tag = "tenants",
+    params(
+        ("tenant_id" = Uuid, Path, description = "The tenant"),
+        ("agent_id" = Uuid, Path, description = "The agent"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of reports", body = ReportPage),
+        (status = 400, description = "Malformed id, cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such agent in this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_reports(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((tenant_id, agent_id)): Path<(Uuid, Uuid)>,
+    Query(query): Query<PageQuery>,
+) -> Result<ResponseJson<ReportPage>, Error> {
+    let (tenant, agent) = (TenantId(tenant_id), AgentId(agent_id));
+    let page = state
+        .store
+        .list_reports(&principal.scope, tenant, agent, query.to_request()?)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("agent {agent} in tenant {tenant}")))?;
+    let next_cursor = if page.has_more { page.items.last().map(|r| encode(&r.id.0)) } else { None };
+    Ok(ResponseJson(ReportPage { items: page.items.into_iter().map(Into::into).collect(), next_cursor }))
 }

@@ -12,6 +12,6 @@ pub use ids::{AgentId, ApiKeyId, EnrollmentTokenId, ReportId, TenantId};
 pub use model::{
     Agent, AgentCredential, AgentRollup, ApiKey, EnrollmentToken, HostFacts, IngestOutcome,
     LatestResult, NewAgent, NewApiKey, NewEnrollmentToken, NewTenant, Page, PageRequest, Report,
-    ResultRecord, Role, Tenant, TokenRejection,
+    ReportSummary, ResultRecord, Role, Tenant, TokenRejection,
 };
 pub use scope::TenantScope;

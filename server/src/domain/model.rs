@@ -86,8 +86,8 @@ pub struct HostFacts {
     pub os: String,
     /// The agent's version.
     pub agent_version: String,
-    /// The Active Directory domain it checks.
-    pub ad_domain: String,
+    /// The domain controller it reads, as configured on the agent.
+    pub domain_controller: String,
 }
 
 /// An enrolled agent.
@@ -161,6 +161,25 @@ pub struct Report {
     pub finished_at: OffsetDateTime,
     /// What each check concluded.
     pub results: Vec<ResultRecord>,
+}
+
+/// What the server keeps about one stored report, for listing an agent's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportSummary {
+    /// The report's id, chosen by the agent.
+    pub id: ReportId,
+    /// The agent that sent it.
+    pub agent_id: AgentId,
+    /// When the run started.
+    pub started_at: OffsetDateTime,
+    /// When the run ended.
+    pub finished_at: OffsetDateTime,
+    /// When the server stored it.
+    pub received_at: OffsetDateTime,
+    /// How many results it holds.
+    pub results: u32,
+    /// The worst of its results; `None` for an empty report.
+    pub worst: Option<Status>,
 }
 
 /// Whether a report was new.

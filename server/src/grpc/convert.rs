@@ -22,7 +22,7 @@ pub fn host_facts(host: Option<v1::HostFacts>) -> Result<HostFacts, tonic::Statu
         hostname: hostname.to_owned(),
         os: bounded(host.os),
         agent_version: bounded(host.agent_version),
-        ad_domain: bounded(host.domain_controller),
+        domain_controller: bounded(host.domain_controller),
     })
 }
 
@@ -37,6 +37,10 @@ pub fn report(report: v1::Report, agent: &Agent) -> Result<Report, String> {
         .into_iter()
         .map(result)
         .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = results.iter().find(|r| !seen.insert(r.check_id.as_str())) {
+        return Err(format!("check {} appears twice in one report", twice.check_id));
+    }
     Ok(Report {
         id,
         agent_id: agent.id,
@@ -59,6 +63,13 @@ fn result(r: v1::CheckResult) -> Result<ResultRecord, String> {
         Ok(v1::Status::NotApplicable) => CheckStatus::NotApplicable,
         Ok(v1::Status::Unspecified) | Err(_) => return Err(format!("check {} has no valid status", r.check_id)),
     };
+    if r.summary.len() > MAX_TEXT || r.remediation.len() > 4 * MAX_TEXT || r.evidence_json.len() > 16 * MAX_TEXT {
+        return Err(format!("check {} has an oversized summary, remediation or evidence", r.check_id));
+    }
+    // PostgreSQL cannot store NUL in text or JSON; no honest result contains one.
+    if [&r.summary, &r.remediation, &r.evidence_json].iter().any(|t| t.contains('\0') || t.contains("\\u0000")) {
+        return Err(format!("check {} contains a NUL character", r.check_id));
+    }
     let evidence = if r.evidence_json.is_empty() {
         serde_json::Value::Object(Default::default())
     } else {
@@ -69,9 +80,6 @@ fn result(r: v1::CheckResult) -> Result<ResultRecord, String> {
         }
         value
     };
-    if r.summary.len() > MAX_TEXT || r.remediation.len() > 4 * MAX_TEXT {
-        return Err(format!("check {} has an oversized summary or remediation", r.check_id));
-    }
     Ok(ResultRecord {
         observed_at: timestamp(r.observed_at, "observed_at")?,
         check_id: r.check_id,

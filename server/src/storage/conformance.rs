@@ -133,6 +133,7 @@ conformance!(
     revoking_twice_keeps_the_first_time,
     concurrent_enrollments_share_no_last_use,
     a_report_is_stored_once,
+    reports_are_listed_per_agent_in_order,
     latest_results_only_move_forward,
     a_report_is_refused_for_an_agent_of_another_tenant,
     rollups_show_each_agents_worst_status,
@@ -164,7 +165,7 @@ fn host(name: &str) -> HostFacts {
         hostname: name.to_owned(),
         os: "Windows Server 2022".to_owned(),
         agent_version: "0.1.0".to_owned(),
-        ad_domain: "corp.contoso.test".to_owned(),
+        domain_controller: "corp.contoso.test".to_owned(),
     }
 }
 
@@ -692,6 +693,56 @@ async fn a_report_is_stored_once(store: Arc<dyn Store>) {
         store.ingest_report(&fixed).await.expect("fixed"),
         IngestOutcome::Stored
     );
+}
+
+async fn reports_are_listed_per_agent_in_order(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let other = tenant(store, "Fabrikam").await;
+    let agent = enroll(store, t.id, "dc01").await;
+    let neighbour = enroll(store, t.id, "dc02").await;
+    let at = now();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = report(
+            t.id,
+            agent,
+            vec![
+                result("network.https", Status::Pass, at + Duration::seconds(i)),
+                result("topology.pdc", if i == 1 { Status::Fail } else { Status::Warn }, at + Duration::seconds(i)),
+            ],
+        );
+        ids.push(r.id);
+        store.ingest_report(&r).await.expect("ingest");
+    }
+    store
+        .ingest_report(&report(t.id, neighbour, vec![result("network.https", Status::Pass, at)]))
+        .await
+        .expect("neighbour ingest");
+
+    let first = store.list_reports(&TenantScope::All, t.id, agent, page(None, 2)).await.expect("page 1");
+    assert!(first.has_more);
+    assert_eq!(first.items.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(first.items[0].results, 2);
+    assert_eq!(first.items[0].worst, Some(Status::Warn));
+    assert_eq!(first.items[1].worst, Some(Status::Fail));
+    let last = first.items.last().map(|r| r.id.0);
+    let second = store.list_reports(&TenantScope::All, t.id, agent, page(last, 2)).await.expect("page 2");
+    assert!(!second.has_more);
+    assert_eq!(second.items.iter().map(|r| r.id).collect::<Vec<_>>(), ids[2..]);
+
+    // An agent of the tenant with no reports lists nothing; an agent or tenant outside the
+    // scope is not found.
+    let quiet = enroll(store, t.id, "dc03").await;
+    assert!(store.list_reports(&TenantScope::All, t.id, quiet, page(None, 10)).await.expect("empty").items.is_empty());
+    assert!(matches!(
+        store.list_reports(&TenantScope::All, other.id, agent, page(None, 10)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.list_reports(&TenantScope::Only(vec![other.id]), t.id, agent, page(None, 10)).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn latest_results_only_move_forward(store: Arc<dyn Store>) {

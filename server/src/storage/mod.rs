@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, EnrollmentToken, EnrollmentTokenId,
     HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey, NewEnrollmentToken, NewTenant,
-    Page, PageRequest, Report, Tenant, TenantId, TenantScope, TokenRejection,
+    Page, PageRequest, Report, ReportSummary, Tenant, TenantId, TenantScope, TokenRejection,
 };
 
 pub use error::StoreError;
@@ -93,6 +93,15 @@ pub trait Store: Send + Sync + 'static {
     /// The latest result per (agent, check) moves forward only, so a late duplicate or an old
     /// report replayed from a spool never hides a newer result.
     async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError>;
+    /// An agent's stored reports, in id order (agents make time-ordered ids). `NotFound` when
+    /// the tenant is out of scope or the agent is not the tenant's.
+    async fn list_reports(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        page: PageRequest,
+    ) -> Result<Page<ReportSummary>, StoreError>;
     /// The latest result of every check of every agent of a tenant.
     async fn latest_results(
         &self,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
     EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
-    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ResultRecord, Tenant,
+    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant,
     TenantId, TenantScope, TokenRejection,
 };
 use crate::storage::convert::{
@@ -98,6 +98,31 @@ async fn tenant_in_scope(
 }
 
 #[derive(FromRow)]
+struct ReportSummaryRow {
+    id: Uuid,
+    agent_id: Uuid,
+    started_at: OffsetDateTime,
+    finished_at: OffsetDateTime,
+    received_at: OffsetDateTime,
+    results: i64,
+    worst_rank: Option<i64>,
+}
+
+impl ReportSummaryRow {
+    fn into_domain(self) -> Result<ReportSummary, StoreError> {
+        Ok(ReportSummary {
+            id: ReportId(self.id),
+            agent_id: AgentId(self.agent_id),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            received_at: self.received_at,
+            results: convert::to_u32(self.results, "report result count")?,
+            worst: convert::status_of_rank(self.worst_rank)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
 struct TenantRow {
     id: Uuid,
     name: String,
@@ -155,13 +180,13 @@ struct AgentRow {
     hostname: String,
     os: String,
     agent_version: String,
-    ad_domain: String,
+    domain_controller: String,
     enrolled_at: OffsetDateTime,
     last_seen_at: Option<OffsetDateTime>,
     revoked_at: Option<OffsetDateTime>,
 }
 
-const AGENT_COLUMNS: &str = "id, tenant_id, hostname, os, agent_version, ad_domain, \
+const AGENT_COLUMNS: &str = "id, tenant_id, hostname, os, agent_version, domain_controller, \
                              enrolled_at, last_seen_at, revoked_at";
 
 impl AgentRow {
@@ -173,7 +198,7 @@ impl AgentRow {
                 hostname: self.hostname,
                 os: self.os,
                 agent_version: self.agent_version,
-                ad_domain: self.ad_domain,
+                domain_controller: self.domain_controller,
             },
             enrolled_at: self.enrolled_at,
             last_seen_at: self.last_seen_at,
@@ -285,7 +310,7 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await
         .map_err(conflict_as(|| {
-            format!("a tenant named {:?} already exists", new.name)
+            format!("a tenant named {:?} or for Entra tenant {} already exists", new.name, new.entra_tenant_id)
         }))?;
         Ok(row.into_domain())
     }
@@ -419,7 +444,7 @@ impl Store for PostgresStore {
             .await?;
         let row: AgentRow = sqlx::query_as(&format!(
             "INSERT INTO agents (id, tenant_id, credential_hash, hostname, os, agent_version, \
-                                 ad_domain, enrolled_at) \
+                                 domain_controller, enrolled_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              RETURNING {AGENT_COLUMNS}"
         ))
@@ -429,7 +454,7 @@ impl Store for PostgresStore {
         .bind(&agent.host.hostname)
         .bind(&agent.host.os)
         .bind(&agent.host.agent_version)
-        .bind(&agent.host.ad_domain)
+        .bind(&agent.host.domain_controller)
         .bind(now)
         .fetch_one(&mut *tx)
         .await
@@ -465,7 +490,7 @@ impl Store for PostgresStore {
         let done = sqlx::query(
             "UPDATE agents SET last_seen_at = GREATEST(last_seen_at, $2), \
                 hostname = COALESCE($3, hostname), os = COALESCE($4, os), \
-                agent_version = COALESCE($5, agent_version), ad_domain = COALESCE($6, ad_domain) \
+                agent_version = COALESCE($5, agent_version), domain_controller = COALESCE($6, domain_controller) \
              WHERE id = $1",
         )
         .bind(id.0)
@@ -473,7 +498,7 @@ impl Store for PostgresStore {
         .bind(host.map(|h| h.hostname.as_str()))
         .bind(host.map(|h| h.os.as_str()))
         .bind(host.map(|h| h.agent_version.as_str()))
-        .bind(host.map(|h| h.ad_domain.as_str()))
+        .bind(host.map(|h| h.domain_controller.as_str()))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -496,6 +521,41 @@ impl Store for PostgresStore {
         .fetch_all(&mut *conn)
         .await?;
         Ok(rows.into_iter().map(AgentRow::into_domain).collect())
+    }
+
+    async fn list_reports(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        page: PageRequest,
+    ) -> Result<Page<ReportSummary>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let rows: Vec<ReportSummaryRow> = sqlx::query_as(&format!(
+            "SELECT r.id, r.agent_id, r.started_at, r.finished_at, r.received_at, \
+                    COUNT(l.check_id) AS results, MAX({rank}) AS worst_rank \
+             FROM reports r LEFT JOIN report_results l ON l.report_id = r.id \
+             WHERE r.tenant_id = $1 AND r.agent_id = $2 AND ($3::uuid IS NULL OR r.id > $3::uuid) \
+             GROUP BY r.id ORDER BY r.id LIMIT $4",
+            rank = &*STATUS_RANK_SQL
+        ))
+        .bind(tenant.0)
+        .bind(agent.0)
+        .bind(page.after)
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() && page.after.is_none() {
+            sqlx::query("SELECT 1 FROM agents WHERE id = $1 AND tenant_id = $2")
+                .bind(agent.0)
+                .bind(tenant.0)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        }
+        let items = rows.into_iter().map(ReportSummaryRow::into_domain).collect::<Result<_, _>>()?;
+        Ok(into_page(items, page.limit))
     }
 
     async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError> {

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
     EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
-    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ResultRecord, Tenant,
+    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant,
     TenantId, TenantScope, TokenRejection,
 };
 use crate::storage::convert::{
@@ -169,6 +169,46 @@ fn scope_param(scope: &TenantScope) -> Option<String> {
     }
 }
 
+/// `NotFound` unless the agent belongs to the tenant.
+async fn agent_of_tenant(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    agent: AgentId,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1 FROM agents WHERE id = ?1 AND tenant_id = ?2")
+        .bind(id_text(&agent.0))
+        .bind(id_text(&tenant.0))
+        .fetch_optional(conn)
+        .await?
+        .map(|_| ())
+        .ok_or(StoreError::NotFound)
+}
+
+#[derive(FromRow)]
+struct ReportSummaryRow {
+    id: String,
+    agent_id: String,
+    started_at: i64,
+    finished_at: i64,
+    received_at: i64,
+    results: i64,
+    worst_rank: Option<i64>,
+}
+
+impl ReportSummaryRow {
+    fn into_domain(self) -> Result<ReportSummary, StoreError> {
+        Ok(ReportSummary {
+            id: ReportId(id_of(&self.id, "report id")?),
+            agent_id: AgentId(id_of(&self.agent_id, "agent id")?),
+            started_at: instant_of(self.started_at, "report started_at")?,
+            finished_at: instant_of(self.finished_at, "report finished_at")?,
+            received_at: instant_of(self.received_at, "report received_at")?,
+            results: convert::to_u32(self.results, "report result count")?,
+            worst: convert::status_of_rank(self.worst_rank)?,
+        })
+    }
+}
+
 /// `NotFound` unless the tenant exists and is in scope.
 async fn tenant_in_scope(
     conn: &mut SqliteConnection,
@@ -245,13 +285,13 @@ struct AgentRow {
     hostname: String,
     os: String,
     agent_version: String,
-    ad_domain: String,
+    domain_controller: String,
     enrolled_at: i64,
     last_seen_at: Option<i64>,
     revoked_at: Option<i64>,
 }
 
-const AGENT_COLUMNS: &str = "id, tenant_id, hostname, os, agent_version, ad_domain, \
+const AGENT_COLUMNS: &str = "id, tenant_id, hostname, os, agent_version, domain_controller, \
                              enrolled_at, last_seen_at, revoked_at";
 
 impl AgentRow {
@@ -263,7 +303,7 @@ impl AgentRow {
                 hostname: self.hostname,
                 os: self.os,
                 agent_version: self.agent_version,
-                ad_domain: self.ad_domain,
+                domain_controller: self.domain_controller,
             },
             enrolled_at: instant_of(self.enrolled_at, "agent enrolled_at")?,
             last_seen_at: opt_instant_of(self.last_seen_at, "agent last_seen_at")?,
@@ -377,7 +417,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(conflict_as(|| {
-            format!("a tenant named {:?} already exists", new.name)
+            format!("a tenant named {:?} or for Entra tenant {} already exists", new.name, new.entra_tenant_id)
         }))?;
         tx.commit().await?;
         row.into_domain()
@@ -516,7 +556,7 @@ impl Store for SqliteStore {
             .await?;
         let row: AgentRow = sqlx::query_as(&format!(
             "INSERT INTO agents (id, tenant_id, credential_hash, hostname, os, agent_version, \
-                                 ad_domain, enrolled_at) \
+                                 domain_controller, enrolled_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              RETURNING {AGENT_COLUMNS}"
         ))
@@ -526,7 +566,7 @@ impl Store for SqliteStore {
         .bind(&agent.host.hostname)
         .bind(&agent.host.os)
         .bind(&agent.host.agent_version)
-        .bind(&agent.host.ad_domain)
+        .bind(&agent.host.domain_controller)
         .bind(micros(now))
         .fetch_one(&mut *tx)
         .await
@@ -563,7 +603,7 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE agents SET last_seen_at = MAX(COALESCE(last_seen_at, ?2), ?2), \
                 hostname = COALESCE(?3, hostname), os = COALESCE(?4, os), \
-                agent_version = COALESCE(?5, agent_version), ad_domain = COALESCE(?6, ad_domain) \
+                agent_version = COALESCE(?5, agent_version), domain_controller = COALESCE(?6, domain_controller) \
              WHERE id = ?1",
         )
         .bind(id_text(&id.0))
@@ -571,7 +611,7 @@ impl Store for SqliteStore {
         .bind(host.map(|h| h.hostname.as_str()))
         .bind(host.map(|h| h.os.as_str()))
         .bind(host.map(|h| h.agent_version.as_str()))
-        .bind(host.map(|h| h.ad_domain.as_str()))
+        .bind(host.map(|h| h.domain_controller.as_str()))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -595,6 +635,36 @@ impl Store for SqliteStore {
         .fetch_all(&mut *conn)
         .await?;
         rows.into_iter().map(AgentRow::into_domain).collect()
+    }
+
+    async fn list_reports(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        page: PageRequest,
+    ) -> Result<Page<ReportSummary>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let rows: Vec<ReportSummaryRow> = sqlx::query_as(&format!(
+            "SELECT r.id, r.agent_id, r.started_at, r.finished_at, r.received_at, \
+                    COUNT(l.check_id) AS results, MAX({rank}) AS worst_rank \
+             FROM reports r LEFT JOIN report_results l ON l.report_id = r.id \
+             WHERE r.tenant_id = ?1 AND r.agent_id = ?2 AND (?3 IS NULL OR r.id > ?3) \
+             GROUP BY r.id ORDER BY r.id LIMIT ?4",
+            rank = &*STATUS_RANK_SQL
+        ))
+        .bind(id_text(&tenant.0))
+        .bind(id_text(&agent.0))
+        .bind(page.after.as_ref().map(id_text))
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() && page.after.is_none() {
+            agent_of_tenant(&mut conn, tenant, agent).await?;
+        }
+        let items = rows.into_iter().map(ReportSummaryRow::into_domain).collect::<Result<_, _>>()?;
+        Ok(into_page(items, page.limit))
     }
 
     async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError> {

@@ -57,6 +57,17 @@ async fn healthy_site_passes_every_check(database_url: &str) -> anyhow::Result<(
     assert_eq!(fleet["tenants"]["by_status"]["pass"], 1);
     assert_eq!(fleet["agents"]["by_status"]["pass"], 1);
 
+    // A technician asks for a fresh run; a new report replaces the first in the status.
+    let agent_id = agent["id"].as_str().unwrap_or_default().to_owned();
+    let first_report = status["agents"][0]["results"][0]["report_id"].clone();
+    let (code, body) = server.call(reqwest::Method::POST, &format!("/tenants/{tenant}/agents/{agent_id}/run"), None).await?;
+    assert_eq!(code, 202, "{body}");
+    server
+        .wait_for_status(&tenant, Duration::from_secs(60), |s| {
+            has_all_results(s) && s["agents"][0]["results"][0]["report_id"] != first_report
+        })
+        .await?;
+
     // A second use of a one-use token is refused, and the spool is empty once acknowledged.
     let err = home.enroll(&server.grpc_url(), &token).expect_err("the token is used up");
     assert!(err.to_string().contains("no uses left"), "{err}");

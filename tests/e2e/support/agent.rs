@@ -5,17 +5,38 @@ use std::process::{Child, Command, Output, Stdio};
 
 use anyhow::{Context as _, bail};
 
-/// The agent binary cargo built next to this test binary.
+/// The `wbhealth-agent` binary of this build, built first if needed.
 pub fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/wbhealth-agent
-    let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
-    dir.join(format!("wbhealth-agent{}", std::env::consts::EXE_SUFFIX))
+    built("wbhealth-agent")
 }
 
-/// The server binary cargo built next to this test binary.
+/// The `wbhealth-server` binary of this build, built first if needed.
 pub fn server_binary() -> PathBuf {
-    binary().with_file_name(format!("wbhealth-server{}", std::env::consts::EXE_SUFFIX))
+    built("wbhealth-server")
+}
+
+/// Cargo builds another package's binaries only when asked, so the first test that needs
+/// them asks (a no-op when they are fresh). They land next to this test binary's folder:
+/// target/<profile>/deps/e2e-<hash> → target/<profile>/<name>.
+fn built(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let release = cfg!(not(debug_assertions));
+        let mut command = Command::new(cargo);
+        command.args(["build", "--quiet", "-p", "wbhealth-agent", "-p", "wbhealth-server", "--bins"]);
+        if release {
+            command.arg("--release");
+        }
+        let output = command.current_dir(env!("CARGO_MANIFEST_DIR")).output().map_err(|e| format!("run cargo: {e}"))?;
+        if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
+    });
+    if let Err(e) = result {
+        panic!("cannot build the binaries under test: {e}");
+    }
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
+    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// An agent's configuration file and state folder in a temporary folder.

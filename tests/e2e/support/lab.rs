@@ -33,6 +33,9 @@ impl Lab {
         for name in ["passwordreset", "relay1", "relay2", "untrusted"] {
             dc.add_dns_a(name, Ipv4Addr::LOCALHOST).await?;
         }
+        // A new Samba domain starts with a minimum password age of one day; Microsoft
+        // recommends zero for writeback, so a healthy site has zero.
+        dc.set_min_password_age_days(0).await?;
         Ok(Some(Lab { dc, ca, passwordreset, relay }))
     }
 

@@ -68,15 +68,26 @@ pub fn host_facts(host_name: &str, settings: &Settings) -> HostFacts {
         hostname: host_name.to_owned(),
         os: crate::config::os_description(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        domain_controller: settings.ldap.as_ref().map(|l| l.host.clone()).unwrap_or_default(),
+        domain_controller: settings
+            .ldap
+            .as_ref()
+            .map(|l| l.host.clone())
+            .unwrap_or_default(),
     }
 }
 
 /// Trades an enrollment token for an identity.
-pub async fn enroll(server_url: &str, token: &str, host: HostFacts) -> Result<Identity, ClientError> {
+pub async fn enroll(
+    server_url: &str,
+    token: &str,
+    host: HostFacts,
+) -> Result<Identity, ClientError> {
     let mut client = AgentServiceClient::new(channel(server_url).await?);
     let response = client
-        .enroll(EnrollRequest { token: token.to_owned(), host: Some(host) })
+        .enroll(EnrollRequest {
+            token: token.to_owned(),
+            host: Some(host),
+        })
         .await?
         .into_inner();
     Ok(Identity {
@@ -109,7 +120,8 @@ impl RunConfig {
     }
 
     fn from_wire(config: AgentConfig) -> RunConfig {
-        let endpoints = |list: Vec<String>| list.iter().filter_map(|e| NetEndpoint::parse(e)).collect();
+        let endpoints =
+            |list: Vec<String>| list.iter().filter_map(|e| NetEndpoint::parse(e)).collect();
         RunConfig {
             // A server cannot make the agent spin: at least ten seconds between runs.
             interval: Duration::from_secs(u64::from(config.interval_seconds.max(10))),
@@ -138,8 +150,17 @@ pub async fn run(
     let run_now = Arc::new(Notify::new());
     let spooled = Arc::new(Notify::new());
 
-    let scheduler = schedule(settings.clone(), host_name.clone(), spool.clone(), config_rx, run_now.clone(), spooled.clone());
-    let connection = stay_connected(&settings, &identity, &host_name, &spool, &config_tx, &run_now, &spooled);
+    let scheduler = schedule(
+        settings.clone(),
+        host_name.clone(),
+        spool.clone(),
+        config_rx,
+        run_now.clone(),
+        spooled.clone(),
+    );
+    let connection = stay_connected(
+        &settings, &identity, &host_name, &spool, &config_tx, &run_now, &spooled,
+    );
     tokio::select! {
         () = shutdown => {
             tracing::info!("agent stopping");
@@ -199,14 +220,19 @@ async fn stay_connected(
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let result = session(settings, identity, host_name, spool, config, run_now, spooled).await;
+        let result = session(
+            settings, identity, host_name, spool, config, run_now, spooled,
+        )
+        .await;
         match result {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(ClientError::Status(status)) if status.code() == tonic::Code::Unauthenticated => {
                 tracing::error!(reason = %status.message(), "the server refused this agent's credential; retrying slowly");
                 backoff = MAX_BACKOFF;
             }
-            Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session lost"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session lost")
+            }
         }
         // Jitter spreads a fleet's reconnections after a server restart.
         let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
@@ -230,11 +256,19 @@ async fn session(
     let bearer = format!("Bearer {}", identity.credential.expose_secret());
     request.metadata_mut().insert(
         "authorization",
-        bearer.parse().map_err(|_| tonic::Status::invalid_argument("the stored credential is not valid metadata; enroll again"))?,
+        bearer.parse().map_err(|_| {
+            tonic::Status::invalid_argument(
+                "the stored credential is not valid metadata; enroll again",
+            )
+        })?,
     );
     let send = |kind| {
         let tx = tx.clone();
-        async move { tx.send(AgentMessage { kind: Some(kind) }).await.map_err(|_| ClientError::Closed) }
+        async move {
+            tx.send(AgentMessage { kind: Some(kind) })
+                .await
+                .map_err(|_| ClientError::Closed)
+        }
     };
     send(AgentKind::Hello(Hello {
         host: Some(host_facts(host_name, settings)),

@@ -30,7 +30,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { setting: setting.into(), problem: problem.into() }
+        Self {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -89,7 +92,10 @@ impl Endpoint {
     pub fn parse(s: &str) -> Option<Endpoint> {
         let (host, port) = s.rsplit_once(':')?;
         let port = port.parse().ok()?;
-        (!host.is_empty() && !host.contains(['/', ' '])).then(|| Endpoint { host: host.to_owned(), port })
+        (!host.is_empty() && !host.contains(['/', ' '])).then(|| Endpoint {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -190,7 +196,10 @@ fn read_file(path: &Path, must_exist: bool) -> Result<FileConfig, ConfigError> {
         Err(e) => {
             return Err(ConfigError::new(
                 "--config",
-                format!("cannot read {}: {e}; pass an existing TOML file", path.display()),
+                format!(
+                    "cannot read {}: {e}; pass an existing TOML file",
+                    path.display()
+                ),
             ));
         }
     };
@@ -207,7 +216,12 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn parse_seconds(setting: &str, raw: Option<u64>, env_name: &str, default: u64) -> Result<Duration, ConfigError> {
+fn parse_seconds(
+    setting: &str,
+    raw: Option<u64>,
+    env_name: &str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
     let value = match env(env_name) {
         Some(v) => v.parse::<u64>().map_err(|_| {
             ConfigError::new(env_name, format!("{v:?} is not a whole number of seconds"))
@@ -215,7 +229,10 @@ fn parse_seconds(setting: &str, raw: Option<u64>, env_name: &str, default: u64) 
         None => raw.unwrap_or(default),
     };
     if value == 0 || value > 600 {
-        return Err(ConfigError::new(setting, format!("{value} is out of range; use 1 to 600 seconds")));
+        return Err(ConfigError::new(
+            setting,
+            format!("{value} is out of range; use 1 to 600 seconds"),
+        ));
     }
     Ok(Duration::from_secs(value))
 }
@@ -225,14 +242,22 @@ fn parse_endpoints(setting: &str, values: Vec<String>) -> Result<Vec<Endpoint>, 
         .iter()
         .map(|v| {
             Endpoint::parse(v).ok_or_else(|| {
-                ConfigError::new(setting, format!("{v:?} is not host:port, as in passwordreset.microsoftonline.com:443"))
+                ConfigError::new(
+                    setting,
+                    format!("{v:?} is not host:port, as in passwordreset.microsoftonline.com:443"),
+                )
             })
         })
         .collect()
 }
 
 fn list_from_env(name: &str) -> Option<Vec<String>> {
-    env(name).map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    env(name).map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
 }
 
 fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -250,7 +275,12 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
             .map(|s| {
                 s.parse::<SocketAddr>()
                     .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                    .map_err(|_| ConfigError::new("network.dns_servers", format!("{s:?} is not an IP address such as 10.0.0.10")))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "network.dns_servers",
+                            format!("{s:?} is not an IP address such as 10.0.0.10"),
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?,
     };
@@ -258,22 +288,39 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
         "network.passwordreset_endpoints",
         list_from_env("WBH_PASSWORDRESET_ENDPOINTS")
             .or(net.passwordreset_endpoints)
-            .unwrap_or_else(|| DEFAULT_PASSWORDRESET_ENDPOINTS.iter().map(|s| (*s).to_owned()).collect()),
+            .unwrap_or_else(|| {
+                DEFAULT_PASSWORDRESET_ENDPOINTS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
     )?;
     let servicebus_endpoints = parse_endpoints(
         "network.servicebus_endpoints",
         list_from_env("WBH_SERVICEBUS_ENDPOINTS")
             .or(net.servicebus_endpoints)
-            .unwrap_or_else(|| DEFAULT_SERVICEBUS_ENDPOINTS.iter().map(|s| (*s).to_owned()).collect()),
+            .unwrap_or_else(|| {
+                DEFAULT_SERVICEBUS_ENDPOINTS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
     )?;
-    let extra_ca_file = env("WBH_EXTRA_CA_FILE").map(PathBuf::from).or(net.extra_ca_file);
+    let extra_ca_file = env("WBH_EXTRA_CA_FILE")
+        .map(PathBuf::from)
+        .or(net.extra_ca_file);
     check_readable("network.extra_ca_file", extra_ca_file.as_deref())?;
     let network = NetworkSettings {
         dns_servers,
         extra_ca_file,
         passwordreset_endpoints,
         servicebus_endpoints,
-        timeout: parse_seconds("network.timeout_seconds", net.timeout_seconds, "WBH_NETWORK_TIMEOUT_SECONDS", 10)?,
+        timeout: parse_seconds(
+            "network.timeout_seconds",
+            net.timeout_seconds,
+            "WBH_NETWORK_TIMEOUT_SECONDS",
+            10,
+        )?,
     };
 
     let file_ldap = file.ldap.unwrap_or_default();
@@ -285,12 +332,19 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
                 Some(v) => match v.as_str() {
                     "ldaps" => LdapSecurity::Ldaps,
                     "starttls" => LdapSecurity::Starttls,
-                    _ => return Err(ConfigError::new("WBH_LDAP_SECURITY", format!("{v:?} is neither ldaps nor starttls"))),
+                    _ => {
+                        return Err(ConfigError::new(
+                            "WBH_LDAP_SECURITY",
+                            format!("{v:?} is neither ldaps nor starttls"),
+                        ));
+                    }
                 },
                 None => file_ldap.security.unwrap_or(LdapSecurity::Ldaps),
             };
             let port = match env("WBH_LDAP_PORT") {
-                Some(v) => v.parse().map_err(|_| ConfigError::new("WBH_LDAP_PORT", format!("{v:?} is not a port number")))?,
+                Some(v) => v.parse().map_err(|_| {
+                    ConfigError::new("WBH_LDAP_PORT", format!("{v:?} is not a port number"))
+                })?,
                 None => file_ldap.port.unwrap_or(match security {
                     LdapSecurity::Ldaps => 636,
                     LdapSecurity::Starttls => 389,
@@ -299,10 +353,17 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
             let bind_dn = env("WBH_LDAP_BIND_DN").or(file_ldap.bind_dn).ok_or_else(|| {
                 ConfigError::new("ldap.bind_dn", "missing; set the account to bind as (user@domain or a DN), or WBH_LDAP_BIND_DN")
             })?;
-            let bind_password = env("WBH_LDAP_BIND_PASSWORD").or(file_ldap.bind_password).ok_or_else(|| {
-                ConfigError::new("ldap.bind_password", "missing; set it in the file or in WBH_LDAP_BIND_PASSWORD")
-            })?;
-            let ca_file = env("WBH_LDAP_CA_FILE").map(PathBuf::from).or(file_ldap.ca_file);
+            let bind_password = env("WBH_LDAP_BIND_PASSWORD")
+                .or(file_ldap.bind_password)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "ldap.bind_password",
+                        "missing; set it in the file or in WBH_LDAP_BIND_PASSWORD",
+                    )
+                })?;
+            let ca_file = env("WBH_LDAP_CA_FILE")
+                .map(PathBuf::from)
+                .or(file_ldap.ca_file);
             check_readable("ldap.ca_file", ca_file.as_deref())?;
             Some(LdapSettings {
                 host,
@@ -311,19 +372,31 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
                 bind_dn,
                 bind_password: SecretString::from(bind_password),
                 ca_file,
-                timeout: parse_seconds("ldap.timeout_seconds", file_ldap.timeout_seconds, "WBH_LDAP_TIMEOUT_SECONDS", 10)?,
+                timeout: parse_seconds(
+                    "ldap.timeout_seconds",
+                    file_ldap.timeout_seconds,
+                    "WBH_LDAP_TIMEOUT_SECONDS",
+                    10,
+                )?,
             })
         }
     };
 
-    Ok(Settings { state_dir, ldap, network })
+    Ok(Settings {
+        state_dir,
+        ldap,
+        network,
+    })
 }
 
 fn check_readable(setting: &str, path: Option<&Path>) -> Result<(), ConfigError> {
     match path {
         Some(p) if !p.is_file() => Err(ConfigError::new(
             setting,
-            format!("{} does not exist or is not a file; point it at a PEM file of CA certificates", p.display()),
+            format!(
+                "{} does not exist or is not a file; point it at a PEM file of CA certificates",
+                p.display()
+            ),
         )),
         _ => Ok(()),
     }
@@ -345,11 +418,13 @@ pub fn local_host_name() -> String {
 
 /// The operating system, as precisely as the agent can tell without a host probe.
 pub fn os_description() -> String {
-    let pretty = std::fs::read_to_string("/etc/os-release").ok().and_then(|text| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-            .map(|v| v.trim_matches('"').to_owned())
-    });
+    let pretty = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_owned())
+        });
     pretty.unwrap_or_else(|| std::env::consts::OS.to_owned())
 }
 
@@ -358,26 +433,34 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Settings, ConfigError> {
-        resolve(toml::from_str(text).map_err(|e| ConfigError::new("file", e.to_string()))?, Some(Path::new("/tmp/x")))
+        resolve(
+            toml::from_str(text).map_err(|e| ConfigError::new("file", e.to_string()))?,
+            Some(Path::new("/tmp/x")),
+        )
     }
 
     #[test]
     fn defaults_probe_the_public_cloud_endpoints_and_leave_ldap_unset() {
         let s = parse("").expect("empty config is valid");
         assert!(s.ldap.is_none());
-        assert_eq!(s.network.passwordreset_endpoints[0].to_string(), "passwordreset.microsoftonline.com:443");
+        assert_eq!(
+            s.network.passwordreset_endpoints[0].to_string(),
+            "passwordreset.microsoftonline.com:443"
+        );
         assert_eq!(s.network.servicebus_endpoints.len(), 2);
     }
 
     #[test]
     fn ldap_without_password_names_the_setting() {
-        let e = parse("[ldap]\nhost = \"dc1.contoso.com\"\nbind_dn = \"svc@contoso.com\"\n").expect_err("incomplete");
+        let e = parse("[ldap]\nhost = \"dc1.contoso.com\"\nbind_dn = \"svc@contoso.com\"\n")
+            .expect_err("incomplete");
         assert_eq!(e.setting, "ldap.bind_password");
     }
 
     #[test]
     fn bad_endpoint_names_the_setting() {
-        let e = parse("[network]\npasswordreset_endpoints = [\"https://x\"]\n").expect_err("bad endpoint");
+        let e = parse("[network]\npasswordreset_endpoints = [\"https://x\"]\n")
+            .expect_err("bad endpoint");
         assert_eq!(e.setting, "network.passwordreset_endpoints");
     }
 

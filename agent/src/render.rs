@@ -37,7 +37,11 @@ pub fn text(run: &Run, host_name: &str) -> String {
     let mut out = String::new();
     let bold = Style::new().bold();
     let dim = Style::new().dimmed();
-    let _ = writeln!(out, "{bold}wbhealth diagnose{bold:#} on {host_name}, {}", run.finished_at.date());
+    let _ = writeln!(
+        out,
+        "{bold}wbhealth diagnose{bold:#} on {host_name}, {}",
+        run.finished_at.date()
+    );
     let mut categories: Vec<Category> = run.outcomes.iter().map(|o| o.check.category).collect();
     categories.dedup();
     categories.sort();
@@ -46,7 +50,13 @@ pub fn text(run: &Run, host_name: &str) -> String {
         let _ = writeln!(out, "\n{bold}{}{bold:#}", category.title());
         for o in run.outcomes.iter().filter(|o| o.check.category == category) {
             let s = style(o.status);
-            let _ = writeln!(out, "  {s}{}{s:#}  {}  {dim}({}){dim:#}", label(o.status), o.summary, o.check.id);
+            let _ = writeln!(
+                out,
+                "  {s}{}{s:#}  {}  {dim}({}){dim:#}",
+                label(o.status),
+                o.summary,
+                o.check.id
+            );
             if o.status == Status::Pass || o.status == Status::NotApplicable {
                 continue;
             }

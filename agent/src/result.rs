@@ -29,7 +29,10 @@ pub struct CheckOutcome {
     pub observed_at: OffsetDateTime,
 }
 
-fn serialize_def_id<S: serde::Serializer>(def: &&'static CheckDef, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_def_id<S: serde::Serializer>(
+    def: &&'static CheckDef,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(def.id)
 }
 

@@ -46,5 +46,10 @@ pub async fn run_once(settings: &Settings, host_name: &str, selection: &Selectio
     let started_at = OffsetDateTime::now_utc();
     let facts = probe::gather(settings, host_name).await;
     let outcomes = checks::evaluate(&facts, &|id| selection.includes(id));
-    Run { id: Uuid::now_v7(), started_at, finished_at: OffsetDateTime::now_utc(), outcomes }
+    Run {
+        id: Uuid::now_v7(),
+        started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        outcomes,
+    }
 }

@@ -39,7 +39,10 @@ pub struct Spool {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io { path: path.to_path_buf(), source }
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Spool {
@@ -54,7 +57,10 @@ impl Spool {
                 let _ = fs::remove_file(&path);
             }
         }
-        Ok(Spool { dir, capacity: DEFAULT_CAPACITY })
+        Ok(Spool {
+            dir,
+            capacity: DEFAULT_CAPACITY,
+        })
     }
 
     /// Sets how many reports it keeps.
@@ -66,7 +72,9 @@ impl Spool {
     /// Writes a report durably. When the spool is full, the oldest reports are dropped with a
     /// warning: newer results matter more than older ones.
     pub fn push(&self, report: &Report) -> Result<(), SpoolError> {
-        let millis = report.finished_at.as_ref().map_or(0, |t| t.seconds.max(0) * 1000 + i64::from(t.nanos / 1_000_000));
+        let millis = report.finished_at.as_ref().map_or(0, |t| {
+            t.seconds.max(0) * 1000 + i64::from(t.nanos / 1_000_000)
+        });
         let name = format!("{millis:016}-{}{SUFFIX}", sanitize(&report.report_id));
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
@@ -113,7 +121,11 @@ impl Spool {
     pub fn remove(&self, report_id: &str) -> Result<bool, SpoolError> {
         let wanted = format!("-{}{SUFFIX}", sanitize(report_id));
         for path in self.files()? {
-            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&wanted)) {
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&wanted))
+            {
                 match fs::remove_file(&path) {
                     Ok(()) => {
                         sync_dir(&self.dir);
@@ -141,7 +153,11 @@ impl Spool {
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let path = entry.map_err(io(&self.dir))?.path();
-            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(SUFFIX)) {
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(SUFFIX))
+            {
                 files.push(path);
             }
         }
@@ -152,7 +168,9 @@ impl Spool {
 
 /// Report ids are UUIDs made by this agent; anything else is kept out of file names.
 fn sanitize(id: &str) -> String {
-    id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
 }
 
 /// Makes a rename durable on Unix; Windows has no directory handles to sync.
@@ -185,7 +203,12 @@ mod tests {
         spool.push(&report("a", 100)).expect("push");
         drop(spool);
         let spool = Spool::open(dir.path()).expect("reopen");
-        let ids: Vec<_> = spool.pending().expect("pending").into_iter().map(|r| r.report_id).collect();
+        let ids: Vec<_> = spool
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .map(|r| r.report_id)
+            .collect();
         assert_eq!(ids, ["a", "b"]);
     }
 
@@ -206,7 +229,12 @@ mod tests {
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
             spool.push(&report(id, i as i64)).expect("push");
         }
-        let ids: Vec<_> = spool.pending().expect("pending").into_iter().map(|r| r.report_id).collect();
+        let ids: Vec<_> = spool
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .map(|r| r.report_id)
+            .collect();
         assert_eq!(ids, ["b", "c"]);
     }
 
@@ -215,8 +243,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(dir.path()).expect("open");
         spool.push(&report("good", 2)).expect("push");
-        fs::write(dir.path().join(format!("0000000000000001-bad{SUFFIX}")), b"\xff\xff\xff").expect("write");
-        let ids: Vec<_> = spool.pending().expect("pending").into_iter().map(|r| r.report_id).collect();
+        fs::write(
+            dir.path().join(format!("0000000000000001-bad{SUFFIX}")),
+            b"\xff\xff\xff",
+        )
+        .expect("write");
+        let ids: Vec<_> = spool
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .map(|r| r.report_id)
+            .collect();
         assert_eq!(ids, ["good"]);
         assert!(dir.path().join("0000000000000001-bad.corrupt").exists());
     }

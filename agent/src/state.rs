@@ -32,7 +32,9 @@ struct Stored {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The agent has not been enrolled.
-    #[error("this agent is not enrolled ({0} does not exist); run: wbhealth-agent enroll --server URL --token TOKEN")]
+    #[error(
+        "this agent is not enrolled ({0} does not exist); run: wbhealth-agent enroll --server URL --token TOKEN"
+    )]
     NotEnrolled(PathBuf),
     /// The file could not be read or written.
     #[error("{path}: {source}")]
@@ -54,10 +56,13 @@ impl Identity {
         let path = state_dir.join(FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::NotEnrolled(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotEnrolled(path));
+            }
             Err(source) => return Err(StateError::Io { path, source }),
         };
-        let stored: Stored = serde_json::from_str(&text).map_err(|_| StateError::Corrupt(path.clone()))?;
+        let stored: Stored =
+            serde_json::from_str(&text).map_err(|_| StateError::Corrupt(path.clone()))?;
         Ok(Identity {
             server_url: stored.server_url,
             agent_id: stored.agent_id,
@@ -92,7 +97,12 @@ impl Identity {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -111,7 +121,10 @@ mod tests {
     #[test]
     fn identity_round_trips_and_missing_state_says_enroll() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(matches!(Identity::load(dir.path()), Err(StateError::NotEnrolled(_))));
+        assert!(matches!(
+            Identity::load(dir.path()),
+            Err(StateError::NotEnrolled(_))
+        ));
         let id = Identity {
             server_url: "http://127.0.0.1:50051".into(),
             agent_id: "a".into(),
@@ -125,8 +138,15 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(FILE)).expect("meta").permissions().mode();
-            assert_eq!(mode & 0o077, 0, "credential file must not be readable by others");
+            let mode = std::fs::metadata(dir.path().join(FILE))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "credential file must not be readable by others"
+            );
         }
     }
 }

@@ -12,7 +12,8 @@ pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
     let nanos = t.unix_timestamp_nanos();
     prost_types::Timestamp {
         seconds: i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX),
-        nanos: i32::try_from(nanos.rem_euclid(1_000_000_000)).expect("a remainder of 1e9 fits in i32"),
+        nanos: i32::try_from(nanos.rem_euclid(1_000_000_000))
+            .expect("a remainder of 1e9 fits in i32"),
     }
 }
 

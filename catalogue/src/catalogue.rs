@@ -55,10 +55,8 @@ pub fn find(id: &str) -> Option<&'static CheckDef> {
 
 const TROUBLESHOOT_WRITEBACK: &str =
     "https://learn.microsoft.com/en-us/entra/identity/authentication/troubleshoot-sspr-writeback";
-const CONNECT_PREREQUISITES: &str =
-    "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-install-prerequisites";
-const ENABLE_WRITEBACK: &str =
-    "https://learn.microsoft.com/en-us/entra/identity/authentication/tutorial-enable-sspr-writeback";
+const CONNECT_PREREQUISITES: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-install-prerequisites";
+const ENABLE_WRITEBACK: &str = "https://learn.microsoft.com/en-us/entra/identity/authentication/tutorial-enable-sspr-writeback";
 
 /// Every check wbhealth runs, in report order.
 pub static CATALOGUE: &[CheckDef] = &[
@@ -143,8 +141,15 @@ mod tests {
         for check in CATALOGUE {
             assert!(seen.insert(check.id), "duplicate id {}", check.id);
             let (category, subject) = check.id.split_once('.').expect("id has a dot");
-            assert_eq!(category, check.category.as_str(), "{} sits in the wrong category", check.id);
-            assert!(!subject.is_empty() && subject.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert_eq!(
+                category,
+                check.category.as_str(),
+                "{} sits in the wrong category",
+                check.id
+            );
+            assert!(
+                !subject.is_empty() && subject.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            );
             assert!(check.docs_url.starts_with("https://learn.microsoft.com/"));
             assert!(!check.refs.is_empty());
         }
@@ -152,7 +157,10 @@ mod tests {
 
     #[test]
     fn find_returns_the_named_check_only() {
-        assert_eq!(find("policy.min_password_age").map(|c| c.severity), Some(Severity::Warning));
+        assert_eq!(
+            find("policy.min_password_age").map(|c| c.severity),
+            Some(Severity::Warning)
+        );
         assert!(find("policy.nope").is_none());
     }
 }

@@ -48,14 +48,23 @@ mod tests {
     fn fills_known_placeholders_and_keeps_unknown_ones() {
         let text = render(
             "Allow {host}:{port} for {who}",
-            &[("host", "passwordreset.microsoftonline.com"), ("port", "443")],
+            &[
+                ("host", "passwordreset.microsoftonline.com"),
+                ("port", "443"),
+            ],
         );
-        assert_eq!(text, "Allow passwordreset.microsoftonline.com:443 for {who}");
+        assert_eq!(
+            text,
+            "Allow passwordreset.microsoftonline.com:443 for {who}"
+        );
     }
 
     #[test]
     fn doubled_braces_are_literal() {
-        let text = render("Get-ADSyncConnector | ? {{ $_.Type -eq '{kind}' }}", &[("kind", "AD")]);
+        let text = render(
+            "Get-ADSyncConnector | ? {{ $_.Type -eq '{kind}' }}",
+            &[("kind", "AD")],
+        );
         assert_eq!(text, "Get-ADSyncConnector | ? { $_.Type -eq 'AD' }");
     }
 

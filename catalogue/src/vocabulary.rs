@@ -195,8 +195,27 @@ macro_rules! from_str_via_as_str {
     };
 }
 
-from_str_via_as_str!(Status, "status", [Status::Pass, Status::NotApplicable, Status::Warn, Status::Error, Status::Fail]);
-from_str_via_as_str!(Severity, "severity", [Severity::Blocker, Severity::Partial, Severity::Warning, Severity::Info]);
+from_str_via_as_str!(
+    Status,
+    "status",
+    [
+        Status::Pass,
+        Status::NotApplicable,
+        Status::Warn,
+        Status::Error,
+        Status::Fail
+    ]
+);
+from_str_via_as_str!(
+    Severity,
+    "severity",
+    [
+        Severity::Blocker,
+        Severity::Partial,
+        Severity::Warning,
+        Severity::Info
+    ]
+);
 from_str_via_as_str!(
     Category,
     "category",
@@ -220,7 +239,10 @@ mod tests {
         assert_eq!(Status::Pass.worst(Status::Warn), Status::Warn);
         assert_eq!(Status::Warn.worst(Status::Error), Status::Error);
         assert_eq!(Status::Fail.worst(Status::Error), Status::Fail);
-        assert_eq!(Status::NotApplicable.worst(Status::Pass), Status::NotApplicable);
+        assert_eq!(
+            Status::NotApplicable.worst(Status::Pass),
+            Status::NotApplicable
+        );
     }
 
     #[test]

@@ -59,13 +59,25 @@ impl Config {
     pub fn load() -> Result<Config, ConfigError> {
         let config = match Config::try_parse() {
             Ok(config) => config,
-            Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ) =>
+            {
                 e.exit()
             }
             Err(e) => {
                 let rendered = e.render().to_string();
-                let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-                return Err(ConfigError { setting: "command line", problem: format!("{first}; run with --help") });
+                let first = rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ");
+                return Err(ConfigError {
+                    setting: "command line",
+                    problem: format!("{first}; run with --help"),
+                });
             }
         };
         config.validate()?;
@@ -75,7 +87,10 @@ impl Config {
     /// Checks the values that clap cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = self.database_url.as_str();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(ConfigError {
                 setting: "--database-url / WBH_DATABASE_URL",
                 problem: format!("{url:?} is neither sqlite://FILE nor postgres://USER@HOST/DB"),
@@ -84,13 +99,19 @@ impl Config {
         if !(10..=86_400).contains(&self.agent_interval_seconds) {
             return Err(ConfigError {
                 setting: "--agent-interval-seconds / WBH_AGENT_INTERVAL_SECONDS",
-                problem: format!("{} is out of range; use 10 to 86400 seconds", self.agent_interval_seconds),
+                problem: format!(
+                    "{} is out of range; use 10 to 86400 seconds",
+                    self.agent_interval_seconds
+                ),
             });
         }
         if self.http_addr == self.grpc_addr && self.http_addr.port() != 0 {
             return Err(ConfigError {
                 setting: "--grpc-addr / WBH_GRPC_ADDR",
-                problem: format!("{} is also the REST address; give each listener its own port", self.grpc_addr),
+                problem: format!(
+                    "{} is also the REST address; give each listener its own port",
+                    self.grpc_addr
+                ),
             });
         }
         Ok(())

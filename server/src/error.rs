@@ -85,7 +85,10 @@ pub struct Error {
 impl Error {
     /// An error with a code and a message for the client.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// A malformed request.
@@ -102,14 +105,22 @@ impl Error {
     pub fn from_store(e: StoreError, what: impl std::fmt::Display) -> Self {
         match e {
             StoreError::NotFound => Self::not_found(what),
-            StoreError::Conflict(_) => Self::new(ErrorCode::Conflict, format!("{what} already exists")),
+            StoreError::Conflict(_) => {
+                Self::new(ErrorCode::Conflict, format!("{what} already exists"))
+            }
             StoreError::Open(_) | StoreError::Database(_) => {
                 tracing::error!(error = %format!("{e:#}"), "database failure");
-                Self::new(ErrorCode::Unavailable, "the database is not available; try again")
+                Self::new(
+                    ErrorCode::Unavailable,
+                    "the database is not available; try again",
+                )
             }
             StoreError::Corrupt(_) => {
                 tracing::error!(error = %format!("{e:#}"), "corrupt row");
-                Self::new(ErrorCode::Internal, "the server could not read its own data; the log says more")
+                Self::new(
+                    ErrorCode::Internal,
+                    "the server could not read its own data; the log says more",
+                )
             }
         }
     }

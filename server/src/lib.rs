@@ -60,23 +60,43 @@ impl Server {
     }
 
     /// Like [`build`](Server::build), with listeners the caller bound (tests use port 0).
-    pub async fn with_listeners(config: Config, http: TcpListener, grpc: TcpListener) -> anyhow::Result<Server> {
-        let store = storage::open(&config.database_url)
-            .await
-            .with_context(|| format!("cannot open the database {}", redact_url(&config.database_url)))?;
+    pub async fn with_listeners(
+        config: Config,
+        http: TcpListener,
+        grpc: TcpListener,
+    ) -> anyhow::Result<Server> {
+        let store = storage::open(&config.database_url).await.with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database_url)
+            )
+        })?;
         let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
-        let state = AppState { store, sessions: Sessions::default(), config: Arc::new(config) };
-        Ok(Server { state, http, grpc, initial_admin_key })
+        let state = AppState {
+            store,
+            sessions: Sessions::default(),
+            config: Arc::new(config),
+        };
+        Ok(Server {
+            state,
+            http,
+            grpc,
+            initial_admin_key,
+        })
     }
 
     /// Where REST listens.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().expect("a bound listener has an address")
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Where gRPC listens.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("a bound listener has an address")
+        self.grpc
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The administrator key created on this start, if the database was empty. Shown once.
@@ -86,7 +106,10 @@ impl Server {
 
     /// Serves both listeners until `shutdown` completes, then drains open requests and agent
     /// streams.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
         tokio::spawn(async move {
@@ -97,10 +120,13 @@ impl Server {
         let rest = api::router(self.state.clone());
         let http_cancel = cancel.clone();
         let http = async move {
-            axum::serve(self.http, rest.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(http_cancel.cancelled_owned())
-                .await
-                .context("REST listener failed")
+            axum::serve(
+                self.http,
+                rest.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_cancel.cancelled_owned())
+            .await
+            .context("REST listener failed")
         };
 
         let grpc_cancel = cancel.clone();
@@ -166,7 +192,10 @@ mod tests {
 
     #[test]
     fn redact_url_hides_only_the_password() {
-        assert_eq!(redact_url("postgres://wb:s3cret@db:5432/wb"), "postgres://wb:***@db:5432/wb");
+        assert_eq!(
+            redact_url("postgres://wb:s3cret@db:5432/wb"),
+            "postgres://wb:***@db:5432/wb"
+        );
         assert_eq!(redact_url("postgres://wb@db/wb"), "postgres://wb@db/wb");
         assert_eq!(redact_url("sqlite://wbhealth.db"), "sqlite://wbhealth.db");
     }

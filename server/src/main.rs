@@ -31,10 +31,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let http = server.http_addr();
     let grpc = server.grpc_addr();
     tracing::info!(%http, %grpc, "listening");
-    println!("wbhealth server listening: REST and Swagger UI on http://{http}/docs, agents (gRPC) on http://{grpc}");
+    println!(
+        "wbhealth server listening: REST and Swagger UI on http://{http}/docs, agents (gRPC) on http://{grpc}"
+    );
     if let Some(key) = server.initial_admin_key() {
         println!();
-        println!("First start: created an administrator API key. It is shown only now; keep it safe:");
+        println!(
+            "First start: created an administrator API key. It is shown only now; keep it safe:"
+        );
         println!();
         println!("    {key}");
         println!();

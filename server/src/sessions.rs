@@ -30,7 +30,11 @@ impl Sessions {
     pub fn register(&self, agent: AgentId, outbox: Outbox) -> Registration {
         let serial = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.lock().insert(agent, (serial, outbox));
-        Registration { sessions: self.clone(), agent, serial }
+        Registration {
+            sessions: self.clone(),
+            agent,
+            serial,
+        }
     }
 
     /// The outbox of an agent's open stream, if it has one.
@@ -40,26 +44,35 @@ impl Sessions {
 
     /// Whether an agent has an open stream.
     pub fn is_connected(&self, agent: AgentId) -> bool {
-        self.lock().get(&agent).is_some_and(|(_, tx)| !tx.is_closed())
+        self.lock()
+            .get(&agent)
+            .is_some_and(|(_, tx)| !tx.is_closed())
     }
 
     /// Ends every open stream, for shutdown.
     pub fn close_all(&self) {
         for (_, (_, tx)) in self.lock().drain() {
-            let _ = tx.try_send(Err(tonic::Status::unavailable("the server is shutting down")));
+            let _ = tx.try_send(Err(tonic::Status::unavailable(
+                "the server is shutting down",
+            )));
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, (u64, Outbox)>> {
         // A panic while holding this lock cannot leave the map half-changed.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut map = self.sessions.lock();
-        if map.get(&self.agent).is_some_and(|(serial, _)| *serial == self.serial) {
+        if map
+            .get(&self.agent)
+            .is_some_and(|(serial, _)| *serial == self.serial)
+        {
             map.remove(&self.agent);
         }
     }

@@ -26,7 +26,9 @@ fn has_all_results(status: &Value) -> bool {
 }
 
 async fn healthy_site_passes_every_check(database_url: &str) -> anyhow::Result<()> {
-    let Some(lab) = Lab::start().await? else { return Ok(()) };
+    let Some(lab) = Lab::start().await? else {
+        return Ok(());
+    };
     let server = TestServer::start(database_url).await?;
     let tenant = server.create_tenant("Contoso").await?;
     let (_, token) = server.enrollment_token(&tenant, 1).await?;
@@ -35,11 +37,20 @@ async fn healthy_site_passes_every_check(database_url: &str) -> anyhow::Result<(
     home.enroll(&server.grpc_url(), &token)?;
     let _agent = home.start()?;
 
-    let status = server.wait_for_status(&tenant, Duration::from_secs(60), has_all_results).await?;
+    let status = server
+        .wait_for_status(&tenant, Duration::from_secs(60), has_all_results)
+        .await?;
     let results = results_by_check(&status);
     for id in CHECKS {
-        assert_eq!(results[id]["status"], "pass", "{id} should pass on a healthy site: {:#}", results[id]);
-        assert_eq!(results[id]["remediation"], "", "{id} passed, so there is nothing to fix");
+        assert_eq!(
+            results[id]["status"], "pass",
+            "{id} should pass on a healthy site: {:#}",
+            results[id]
+        );
+        assert_eq!(
+            results[id]["remediation"], "",
+            "{id} passed, so there is nothing to fix"
+        );
     }
     assert_eq!(status["status"], "pass");
     let pdc = &results["topology.pdc_emulator"];
@@ -49,7 +60,10 @@ async fn healthy_site_passes_every_check(database_url: &str) -> anyhow::Result<(
         lab.dc.fqdn()
     );
     let agent = &status["agents"][0]["agent"];
-    assert!(agent["last_seen_at"].is_string(), "last contact is shown: {agent:#}");
+    assert!(
+        agent["last_seen_at"].is_string(),
+        "last contact is shown: {agent:#}"
+    );
     assert_eq!(agent["connected"], true);
 
     let fleet = server.get("/fleet/summary").await?;
@@ -60,7 +74,13 @@ async fn healthy_site_passes_every_check(database_url: &str) -> anyhow::Result<(
     // A technician asks for a fresh run; a new report replaces the first in the status.
     let agent_id = agent["id"].as_str().unwrap_or_default().to_owned();
     let first_report = status["agents"][0]["results"][0]["report_id"].clone();
-    let (code, body) = server.call(reqwest::Method::POST, &format!("/tenants/{tenant}/agents/{agent_id}/run"), None).await?;
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/tenants/{tenant}/agents/{agent_id}/run"),
+            None,
+        )
+        .await?;
     assert_eq!(code, 202, "{body}");
     server
         .wait_for_status(&tenant, Duration::from_secs(60), |s| {
@@ -69,7 +89,9 @@ async fn healthy_site_passes_every_check(database_url: &str) -> anyhow::Result<(
         .await?;
 
     // A second use of a one-use token is refused, and the spool is empty once acknowledged.
-    let err = home.enroll(&server.grpc_url(), &token).expect_err("the token is used up");
+    let err = home
+        .enroll(&server.grpc_url(), &token)
+        .expect_err("the token is used up");
     assert!(err.to_string().contains("no uses left"), "{err}");
     assert_eq!(home.spooled(), 0, "acknowledged reports leave the spool");
     Ok(())
@@ -83,12 +105,16 @@ async fn healthy_site_passes_every_check_on_sqlite() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_site_passes_every_check_on_postgres() -> anyhow::Result<()> {
-    let Some(url) = postgres::fresh_database().await else { return Ok(()) };
+    let Some(url) = postgres::fresh_database().await else {
+        return Ok(());
+    };
     healthy_site_passes_every_check(&url).await
 }
 
 async fn broken_site_fails_the_matching_checks(database_url: &str) -> anyhow::Result<()> {
-    let Some(lab) = Lab::start().await? else { return Ok(()) };
+    let Some(lab) = Lab::start().await? else {
+        return Ok(());
+    };
     let zone = lab.zone();
     // The domain's minimum password age is one day.
     lab.dc.set_min_password_age_days(1).await?;
@@ -105,33 +131,72 @@ async fn broken_site_fails_the_matching_checks(database_url: &str) -> anyhow::Re
     let server = TestServer::start(database_url).await?;
     let tenant = server.create_tenant("Fabrikam").await?;
     let (_, token) = server.enrollment_token(&tenant, 1).await?;
-    let home = AgentHome::new(&lab.agent_config(&[refused.clone(), unresolvable.clone()], &relays))?;
+    let home =
+        AgentHome::new(&lab.agent_config(&[refused.clone(), unresolvable.clone()], &relays))?;
     home.enroll(&server.grpc_url(), &token)?;
     let _agent = home.start()?;
 
-    let status = server.wait_for_status(&tenant, Duration::from_secs(60), has_all_results).await?;
+    let status = server
+        .wait_for_status(&tenant, Duration::from_secs(60), has_all_results)
+        .await?;
     let results = results_by_check(&status);
-    let summary = |id: &str| results[id]["summary"].as_str().unwrap_or_default().to_owned();
+    let summary = |id: &str| {
+        results[id]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
 
     assert_eq!(results["network.dns_resolution"]["status"], "fail");
-    assert!(summary("network.dns_resolution").contains(&format!("nowhere.{zone}")), "{}", summary("network.dns_resolution"));
+    assert!(
+        summary("network.dns_resolution").contains(&format!("nowhere.{zone}")),
+        "{}",
+        summary("network.dns_resolution")
+    );
 
     assert_eq!(results["network.passwordreset_https"]["status"], "fail");
-    assert!(summary("network.passwordreset_https").contains("refused"), "{}", summary("network.passwordreset_https"));
-    let fix = results["network.passwordreset_https"]["remediation"].as_str().unwrap_or_default();
-    assert!(fix.contains("passwordreset") && !fix.contains('{'), "the fix names the host: {fix}");
+    assert!(
+        summary("network.passwordreset_https").contains("refused"),
+        "{}",
+        summary("network.passwordreset_https")
+    );
+    let fix = results["network.passwordreset_https"]["remediation"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        fix.contains("passwordreset") && !fix.contains('{'),
+        "the fix names the host: {fix}"
+    );
 
     assert_eq!(results["network.servicebus_relay"]["status"], "fail");
     let relay = summary("network.servicebus_relay");
-    assert!(relay.contains(&format!("untrusted.{zone}")) && relay.contains("trust"), "{relay}");
-    assert!(!relay.contains("relay1"), "the healthy relay is not blamed: {relay}");
+    assert!(
+        relay.contains(&format!("untrusted.{zone}")) && relay.contains("trust"),
+        "{relay}"
+    );
+    assert!(
+        !relay.contains("relay1"),
+        "the healthy relay is not blamed: {relay}"
+    );
 
     assert_eq!(results["policy.min_password_age"]["status"], "warn");
-    assert!(summary("policy.min_password_age").contains("1 day"), "{}", summary("policy.min_password_age"));
-    let fix = results["policy.min_password_age"]["remediation"].as_str().unwrap_or_default();
-    assert!(fix.contains(&zone) && fix.contains("MinPasswordAge 0"), "the fix names the domain: {fix}");
+    assert!(
+        summary("policy.min_password_age").contains("1 day"),
+        "{}",
+        summary("policy.min_password_age")
+    );
+    let fix = results["policy.min_password_age"]["remediation"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        fix.contains(&zone) && fix.contains("MinPasswordAge 0"),
+        "the fix names the domain: {fix}"
+    );
 
-    assert_eq!(results["topology.pdc_emulator"]["status"], "pass", "the PDC is still reachable");
+    assert_eq!(
+        results["topology.pdc_emulator"]["status"], "pass",
+        "the PDC is still reachable"
+    );
     assert_eq!(status["status"], "fail");
     let fleet = server.get("/fleet/summary").await?;
     assert_eq!(fleet["tenants"]["by_status"]["fail"], 1);
@@ -146,7 +211,9 @@ async fn broken_site_fails_the_matching_checks_on_sqlite() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_site_fails_the_matching_checks_on_postgres() -> anyhow::Result<()> {
-    let Some(url) = postgres::fresh_database().await else { return Ok(()) };
+    let Some(url) = postgres::fresh_database().await else {
+        return Ok(());
+    };
     broken_site_fails_the_matching_checks(&url).await
 }
 
@@ -154,48 +221,91 @@ async fn broken_site_fails_the_matching_checks_on_postgres() -> anyhow::Result<(
 /// when it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_survives_a_server_restart() -> anyhow::Result<()> {
-    let Some(lab) = Lab::start().await? else { return Ok(()) };
+    let Some(lab) = Lab::start().await? else {
+        return Ok(());
+    };
     let dir = tempfile::tempdir()?;
-    let mut server = TestServer::start_with(&sqlite_url(&dir), |c| c.agent_interval_seconds = 10).await?;
+    let mut server =
+        TestServer::start_with(&sqlite_url(&dir), |c| c.agent_interval_seconds = 10).await?;
     let tenant = server.create_tenant("Northwind").await?;
     let (_, token) = server.enrollment_token(&tenant, 1).await?;
     let home = AgentHome::new(&lab.healthy_agent_config())?;
     home.enroll(&server.grpc_url(), &token)?;
     let _agent = home.start()?;
-    let first = server.wait_for_status(&tenant, Duration::from_secs(60), has_all_results).await?;
+    let first = server
+        .wait_for_status(&tenant, Duration::from_secs(60), has_all_results)
+        .await?;
     let first_report = first["agents"][0]["results"][0]["report_id"].clone();
-    let agent_id = first["agents"][0]["agent"]["id"].as_str().unwrap_or_default().to_owned();
+    let agent_id = first["agents"][0]["agent"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
 
     server.stop().await?;
     // The next runs happen with the server away; they must wait in the spool.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while home.spooled() < 2 {
-        assert!(std::time::Instant::now() < deadline, "the agent kept running while the server was down");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent kept running while the server was down"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let spooled: Vec<String> = std::fs::read_dir(home.spool())?
         .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".report")).map(|n| n.split_once('-').map(|(_, id)| id.to_owned()).unwrap_or_default()))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".report"))
+                .map(|n| {
+                    n.split_once('-')
+                        .map(|(_, id)| id.to_owned())
+                        .unwrap_or_default()
+                })
+        })
         .collect();
 
     server.restart().await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while home.spooled() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the spool drained after the restart");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool drained after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let reports = server.get(&format!("/tenants/{tenant}/agents/{agent_id}/reports?limit=200")).await?;
-    let stored: Vec<String> = reports["items"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
+    let reports = server
+        .get(&format!(
+            "/tenants/{tenant}/agents/{agent_id}/reports?limit=200"
+        ))
+        .await?;
+    let stored: Vec<String> = reports["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
     for id in &spooled {
-        assert_eq!(stored.iter().filter(|s| *s == id).count(), 1, "report {id} made while the server was down is stored exactly once: {stored:?}");
+        assert_eq!(
+            stored.iter().filter(|s| *s == id).count(),
+            1,
+            "report {id} made while the server was down is stored exactly once: {stored:?}"
+        );
     }
     let mut unique = stored.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), stored.len(), "no report is stored twice");
-    assert!(stored.iter().any(|s| Value::String(s.clone()) == first_report));
+    assert!(
+        stored
+            .iter()
+            .any(|s| Value::String(s.clone()) == first_report)
+    );
     let now = server.get(&format!("/tenants/{tenant}/status")).await?;
-    assert_ne!(now["agents"][0]["results"][0]["report_id"], first_report, "the status moved on to the newer reports");
+    assert_ne!(
+        now["agents"][0]["results"][0]["report_id"], first_report,
+        "the status moved on to the newer reports"
+    );
     let _ = Ipv4Addr::LOCALHOST;
     Ok(())
 }

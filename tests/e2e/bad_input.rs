@@ -19,7 +19,10 @@ fn assert_problem(status: u16, body: &Value, expected_status: u16, code: &str) {
     assert_eq!(body["status"], expected_status, "{body:#}");
     assert_eq!(body["code"], code, "{body:#}");
     assert_eq!(body["type"], format!("urn:wbhealth:problem:{code}"));
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body:#}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body:#}"
+    );
 }
 
 #[tokio::test]
@@ -31,9 +34,23 @@ async fn rest_answers_bad_requests_with_problem_documents() -> anyhow::Result<()
     // Authentication.
     let (s, b) = server.call_as(None, Method::GET, "/tenants", None).await?;
     assert_problem(s, &b, 401, "unauthenticated");
-    let (s, b) = server.call_as(Some("wbh_key_not-a-real-key"), Method::GET, "/tenants", None).await?;
+    let (s, b) = server
+        .call_as(
+            Some("wbh_key_not-a-real-key"),
+            Method::GET,
+            "/tenants",
+            None,
+        )
+        .await?;
     assert_problem(s, &b, 401, "unauthenticated");
-    let (s, b) = server.call_as(None, Method::GET, &format!("/tenants/{tenant}/status"), None).await?;
+    let (s, b) = server
+        .call_as(
+            None,
+            Method::GET,
+            &format!("/tenants/{tenant}/status"),
+            None,
+        )
+        .await?;
     assert_problem(s, &b, 401, "unauthenticated");
 
     // Malformed and invalid bodies.
@@ -44,7 +61,10 @@ async fn rest_answers_bad_requests_with_problem_documents() -> anyhow::Result<()
         .body("{\"name\": ")
         .send()
         .await?;
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let s = response.status().as_u16();
     assert_problem(s, &response.json().await?, 400, "invalid_request");
     for body in [
@@ -53,13 +73,30 @@ async fn rest_answers_bad_requests_with_problem_documents() -> anyhow::Result<()
         json!({ "name": "  ", "entra_tenant_id": uuid::Uuid::new_v4() }),
         json!({ "name": "x", "entra_tenant_id": uuid::Uuid::new_v4(), "colour": "red" }),
     ] {
-        let (s, b) = server.call(Method::POST, "/tenants", Some(body.clone())).await?;
+        let (s, b) = server
+            .call(Method::POST, "/tenants", Some(body.clone()))
+            .await?;
         assert_problem(s, &b, 400, "invalid_request");
     }
-    let (s, b) = server.call(Method::POST, "/tenants", Some(json!({ "name": "Contoso", "entra_tenant_id": uuid::Uuid::new_v4() }))).await?;
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/tenants",
+            Some(json!({ "name": "Contoso", "entra_tenant_id": uuid::Uuid::new_v4() })),
+        )
+        .await?;
     assert_problem(s, &b, 409, "conflict");
-    for body in [json!({ "max_uses": 0 }), json!({ "expires_in_hours": 100000 })] {
-        let (s, b) = server.call(Method::POST, &format!("/tenants/{tenant}/enrollment-tokens"), Some(body)).await?;
+    for body in [
+        json!({ "max_uses": 0 }),
+        json!({ "expires_in_hours": 100000 }),
+    ] {
+        let (s, b) = server
+            .call(
+                Method::POST,
+                &format!("/tenants/{tenant}/enrollment-tokens"),
+                Some(body),
+            )
+            .await?;
         assert_problem(s, &b, 400, "invalid_request");
     }
 
@@ -74,51 +111,102 @@ async fn rest_answers_bad_requests_with_problem_documents() -> anyhow::Result<()
         let (s, b) = server.call(Method::GET, &path, None).await?;
         assert_problem(s, &b, 404, "not_found");
     }
-    let (s, b) = server.call(Method::DELETE, &format!("/tenants/{tenant}/enrollment-tokens/{unknown}"), None).await?;
+    let (s, b) = server
+        .call(
+            Method::DELETE,
+            &format!("/tenants/{tenant}/enrollment-tokens/{unknown}"),
+            None,
+        )
+        .await?;
     assert_problem(s, &b, 404, "not_found");
-    let (s, b) = server.call(Method::POST, &format!("/tenants/{unknown}/enrollment-tokens"), Some(json!({}))).await?;
+    let (s, b) = server
+        .call(
+            Method::POST,
+            &format!("/tenants/{unknown}/enrollment-tokens"),
+            Some(json!({})),
+        )
+        .await?;
     assert_problem(s, &b, 404, "not_found");
-    let (s, b) = server.call(Method::GET, "/tenants/not-a-uuid", None).await?;
+    let (s, b) = server
+        .call(Method::GET, "/tenants/not-a-uuid", None)
+        .await?;
     assert_problem(s, &b, 400, "invalid_request");
-    let (s, b) = server.call(Method::GET, "/tenants?cursor=!!!", None).await?;
+    let (s, b) = server
+        .call(Method::GET, "/tenants?cursor=!!!", None)
+        .await?;
     assert_problem(s, &b, 400, "invalid_request");
     let (s, b) = server.call(Method::GET, "/tenants?limit=0", None).await?;
     assert_problem(s, &b, 400, "invalid_request");
     let (s, b) = server.call(Method::GET, "/no-such-thing", None).await?;
     assert_problem(s, &b, 404, "not_found");
-    let (s, _) = server.call(Method::PUT, "/tenants", Some(json!({}))).await?;
+    let (s, _) = server
+        .call(Method::PUT, "/tenants", Some(json!({})))
+        .await?;
     assert_eq!(s, 405);
 
     // A run-now for an agent that is not connected is a conflict, not a crash.
-    let (s, b) = server.call(Method::POST, &format!("/tenants/{tenant}/agents/{unknown}/run"), None).await?;
+    let (s, b) = server
+        .call(
+            Method::POST,
+            &format!("/tenants/{tenant}/agents/{unknown}/run"),
+            None,
+        )
+        .await?;
     assert_problem(s, &b, 404, "not_found");
 
     // Nothing above changed anything.
     let tenants = server.get("/tenants").await?;
     assert_eq!(tenants["items"].as_array().map(Vec::len), Some(1));
-    assert_eq!(server.get(&format!("/tenants/{tenant}/enrollment-tokens")).await?.as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        server
+            .get(&format!("/tenants/{tenant}/enrollment-tokens"))
+            .await?
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
 
     // The public surface still works.
     let openapi = reqwest::get(format!("{}/api/v1/openapi.json", server.base_url())).await?;
     assert_eq!(openapi.status(), 200);
     let docs = reqwest::get(format!("{}/docs/", server.base_url())).await?;
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await?.contains("swagger"), "Swagger UI is served from vendored assets");
+    assert!(
+        docs.text().await?.contains("swagger"),
+        "Swagger UI is served from vendored assets"
+    );
     Ok(())
 }
 
 fn host() -> Option<HostFacts> {
-    Some(HostFacts { hostname: "AADCONNECT01".into(), os: "test".into(), agent_version: "0".into(), domain_controller: String::new() })
+    Some(HostFacts {
+        hostname: "AADCONNECT01".into(),
+        os: "test".into(),
+        agent_version: "0".into(),
+        domain_controller: String::new(),
+    })
 }
 
-async fn client(server: &TestServer) -> anyhow::Result<AgentServiceClient<tonic::transport::Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())?.connect().await?;
+async fn client(
+    server: &TestServer,
+) -> anyhow::Result<AgentServiceClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())?
+        .connect()
+        .await?;
     Ok(AgentServiceClient::new(channel))
 }
 
 async fn enroll(server: &TestServer, token: &str) -> Result<v1::EnrollResponse, tonic::Status> {
-    let mut client = client(server).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    client.enroll(EnrollRequest { token: token.into(), host: host() }).await.map(tonic::Response::into_inner)
+    let mut client = client(server)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    client
+        .enroll(EnrollRequest {
+            token: token.into(),
+            host: host(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 #[tokio::test]
@@ -130,12 +218,21 @@ async fn grpc_refuses_bad_tokens_and_credentials() -> anyhow::Result<()> {
 
     let status = enroll(&server, "").await.expect_err("empty token");
     assert_eq!(status.code(), Code::InvalidArgument);
-    let status = enroll(&server, "wbh_enroll_made-up").await.expect_err("unknown token");
+    let status = enroll(&server, "wbh_enroll_made-up")
+        .await
+        .expect_err("unknown token");
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("not valid"), "{status:?}");
 
     let (_, once) = server.enrollment_token(&tenant, 1).await?;
-    let missing_host = client(&server).await?.enroll(EnrollRequest { token: once.clone(), host: None }).await.expect_err("no host facts");
+    let missing_host = client(&server)
+        .await?
+        .enroll(EnrollRequest {
+            token: once.clone(),
+            host: None,
+        })
+        .await
+        .expect_err("no host facts");
     assert_eq!(missing_host.code(), Code::InvalidArgument);
     let enrolled = enroll(&server, &once).await?;
     let status = enroll(&server, &once).await.expect_err("used up");
@@ -143,7 +240,13 @@ async fn grpc_refuses_bad_tokens_and_credentials() -> anyhow::Result<()> {
     assert!(status.message().contains("no uses left"), "{status:?}");
 
     let (token_id, revoked) = server.enrollment_token(&tenant, 5).await?;
-    let (s, body) = server.call(Method::DELETE, &format!("/tenants/{tenant}/enrollment-tokens/{token_id}"), None).await?;
+    let (s, body) = server
+        .call(
+            Method::DELETE,
+            &format!("/tenants/{tenant}/enrollment-tokens/{token_id}"),
+            None,
+        )
+        .await?;
     assert_eq!(s, 200, "{body}");
     assert!(body["revoked_at"].is_string());
     let status = enroll(&server, &revoked).await.expect_err("revoked");
@@ -169,13 +272,24 @@ async fn grpc_refuses_bad_tokens_and_credentials() -> anyhow::Result<()> {
     assert!(status.message().contains("expired"), "{status:?}");
 
     // Sessions need a credential this server issued.
-    for credential in [None, Some("garbage".to_owned()), Some(format!("{}.wrong-secret", enrolled.agent_id)), Some(format!("{}.x", uuid::Uuid::now_v7()))] {
+    for credential in [
+        None,
+        Some("garbage".to_owned()),
+        Some(format!("{}.wrong-secret", enrolled.agent_id)),
+        Some(format!("{}.x", uuid::Uuid::now_v7())),
+    ] {
         let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(1);
         let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         if let Some(c) = credential {
-            request.metadata_mut().insert("authorization", format!("Bearer {c}").parse()?);
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {c}").parse()?);
         }
-        let status = client(&server).await?.session(request).await.expect_err("refused");
+        let status = client(&server)
+            .await?
+            .session(request)
+            .await
+            .expect_err("refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
         drop(tx);
     }
@@ -184,16 +298,36 @@ async fn grpc_refuses_bad_tokens_and_credentials() -> anyhow::Result<()> {
     // sent twice is acknowledged twice and stored once, an empty message ends the stream.
     let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(8);
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    request.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", enrolled.credential).parse()?,
+    );
     let mut inbound = client(&server).await?.session(request).await?.into_inner();
     let first = inbound.message().await?.and_then(|m| m.kind);
-    assert!(matches!(first, Some(ServerKind::Config(ref c)) if c.interval_seconds == 300), "{first:?}");
+    assert!(
+        matches!(first, Some(ServerKind::Config(ref c)) if c.interval_seconds == 300),
+        "{first:?}"
+    );
 
-    let now = Some(prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp(), nanos: 0 });
-    let bad = v1::Report { report_id: "not-a-uuid".into(), started_at: now, finished_at: now, results: vec![] };
-    tx.send(AgentMessage { kind: Some(AgentKind::Report(bad)) }).await?;
+    let now = Some(prost_types::Timestamp {
+        seconds: time::OffsetDateTime::now_utc().unix_timestamp(),
+        nanos: 0,
+    });
+    let bad = v1::Report {
+        report_id: "not-a-uuid".into(),
+        started_at: now,
+        finished_at: now,
+        results: vec![],
+    };
+    tx.send(AgentMessage {
+        kind: Some(AgentKind::Report(bad)),
+    })
+    .await?;
     let reply = inbound.message().await?.and_then(|m| m.kind);
-    assert!(matches!(reply, Some(ServerKind::Rejected(ref r)) if r.report_id == "not-a-uuid"), "{reply:?}");
+    assert!(
+        matches!(reply, Some(ServerKind::Rejected(ref r)) if r.report_id == "not-a-uuid"),
+        "{reply:?}"
+    );
 
     let good_id = uuid::Uuid::now_v7().to_string();
     let good = v1::Report {
@@ -211,15 +345,33 @@ async fn grpc_refuses_bad_tokens_and_credentials() -> anyhow::Result<()> {
         }],
     };
     for _ in 0..2 {
-        tx.send(AgentMessage { kind: Some(AgentKind::Report(good.clone())) }).await?;
+        tx.send(AgentMessage {
+            kind: Some(AgentKind::Report(good.clone())),
+        })
+        .await?;
         let reply = inbound.message().await?.and_then(|m| m.kind);
-        assert!(matches!(reply, Some(ServerKind::Ack(ref a)) if a.report_id == good_id), "{reply:?}");
+        assert!(
+            matches!(reply, Some(ServerKind::Ack(ref a)) if a.report_id == good_id),
+            "{reply:?}"
+        );
     }
-    let reports = server.get(&format!("/tenants/{tenant}/agents/{}/reports", enrolled.agent_id)).await?;
-    assert_eq!(reports["items"].as_array().map(Vec::len), Some(1), "stored once: {reports:#}");
+    let reports = server
+        .get(&format!(
+            "/tenants/{tenant}/agents/{}/reports",
+            enrolled.agent_id
+        ))
+        .await?;
+    assert_eq!(
+        reports["items"].as_array().map(Vec::len),
+        Some(1),
+        "stored once: {reports:#}"
+    );
 
     tx.send(AgentMessage { kind: None }).await?;
-    let end = inbound.message().await.expect_err("the stream ends with a status");
+    let end = inbound
+        .message()
+        .await
+        .expect_err("the stream ends with a status");
     assert_eq!(end.code(), Code::InvalidArgument);
     Ok(())
 }
@@ -237,19 +389,27 @@ fn a_bad_server_setting_exits_64_naming_it() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("WBH_DATABASE_URL"), "{stderr}");
 
-    let output = Command::new(server_binary()).env("WBH_AGENT_INTERVAL_SECONDS", "1").output().expect("run the server");
+    let output = Command::new(server_binary())
+        .env("WBH_AGENT_INTERVAL_SECONDS", "1")
+        .output()
+        .expect("run the server");
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("WBH_AGENT_INTERVAL_SECONDS"));
 }
 
 #[test]
 fn a_bad_agent_setting_exits_64_naming_it() -> anyhow::Result<()> {
-    let home = AgentHome::new("[network]\npasswordreset_endpoints = [\"https://passwordreset.microsoftonline.com\"]\n")?;
+    let home = AgentHome::new(
+        "[network]\npasswordreset_endpoints = [\"https://passwordreset.microsoftonline.com\"]\n",
+    )?;
     let output = home.run(&["diagnose"])?;
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("network.passwordreset_endpoints"), "{stderr}");
+    assert!(
+        stderr.contains("network.passwordreset_endpoints"),
+        "{stderr}"
+    );
 
     let home = AgentHome::new("[ldap]\nhost = \"dc1.contoso.com\"\n")?;
     let output = home.run(&["diagnose"])?;

@@ -25,7 +25,11 @@ pub struct Principal {
 }
 
 /// Middleware: finds the caller's key, or answers 401 with a problem document.
-pub async fn require_principal(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, Error> {
+pub async fn require_principal(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, Error> {
     let refuse = |message: &str| Error::new(ErrorCode::Unauthenticated, message);
     let header = request
         .headers()
@@ -50,6 +54,11 @@ pub async fn require_principal(State(state): State<AppState>, mut request: Reque
     let scope = match stored.role {
         Role::Administrator => TenantScope::All,
     };
-    request.extensions_mut().insert(Principal { key_id: stored.id, name: stored.name, role: stored.role, scope });
+    request.extensions_mut().insert(Principal {
+        key_id: stored.id,
+        name: stored.name,
+        role: stored.role,
+        scope,
+    });
     Ok(next.run(request).await)
 }

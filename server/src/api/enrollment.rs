@@ -110,15 +110,21 @@ async fn create_token(
 ) -> Result<(StatusCode, ResponseJson<CreatedEnrollmentToken>), Error> {
     let hours = body.expires_in_hours.unwrap_or(24);
     if !(1..=720).contains(&hours) {
-        return Err(Error::invalid(format!("expires_in_hours {hours} is out of range; use 1 to 720")));
+        return Err(Error::invalid(format!(
+            "expires_in_hours {hours} is out of range; use 1 to 720"
+        )));
     }
     let max_uses = body.max_uses.unwrap_or(1);
     if !(1..=1000).contains(&max_uses) {
-        return Err(Error::invalid(format!("max_uses {max_uses} is out of range; use 1 to 1000")));
+        return Err(Error::invalid(format!(
+            "max_uses {max_uses} is out of range; use 1 to 1000"
+        )));
     }
     let description = body.description.trim();
     if description.chars().count() > 200 || description.chars().any(char::is_control) {
-        return Err(Error::invalid("description must be at most 200 printable characters"));
+        return Err(Error::invalid(
+            "description must be at most 200 printable characters",
+        ));
     }
     let tenant = TenantId(tenant_id);
     let secret = secrets::generate("wbh_enroll_");
@@ -137,7 +143,13 @@ async fn create_token(
         .await
         .map_err(|e| Error::from_store(e, format_args!("tenant {tenant}")))?;
     tracing::info!(tenant_id = %tenant, token_id = %token.id, by = %principal.name, "enrollment token created");
-    Ok((StatusCode::CREATED, ResponseJson(CreatedEnrollmentToken { token: secret, record: token.into() })))
+    Ok((
+        StatusCode::CREATED,
+        ResponseJson(CreatedEnrollmentToken {
+            token: secret,
+            record: token.into(),
+        }),
+    ))
 }
 
 /// Lists a tenant's enrollment tokens, without their secrets.
@@ -193,7 +205,9 @@ async fn revoke_token(
         .store
         .revoke_enrollment_token(&principal.scope, tenant, id, OffsetDateTime::now_utc())
         .await
-        .map_err(|e| Error::from_store(e, format_args!("enrollment token {id} in tenant {tenant}")))?;
+        .map_err(|e| {
+            Error::from_store(e, format_args!("enrollment token {id} in tenant {tenant}"))
+        })?;
     tracing::info!(tenant_id = %tenant, token_id = %id, by = %principal.name, "enrollment token revoked");
     Ok(ResponseJson(token.into()))
 }

@@ -7,10 +7,10 @@
 pub mod auth;
 mod checks;
 mod enrollment;
-mod status;
 mod health;
 mod page;
 pub mod problem;
+mod status;
 mod tenants;
 
 use axum::Router;
@@ -80,7 +80,10 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1_routes())
         .split_for_parts();
-    let api = api.layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_principal));
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_principal,
+    ));
     Router::new()
         .merge(api)
         .merge(health::routes())
@@ -101,7 +104,10 @@ mod tests {
     #[test]
     fn openapi_document_is_fresh() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
-        let generated = super::openapi().to_pretty_json().expect("the document serializes") + "\n";
+        let generated = super::openapi()
+            .to_pretty_json()
+            .expect("the document serializes")
+            + "\n";
         if std::env::var_os("WBH_UPDATE_OPENAPI").is_some() {
             std::fs::write(&path, &generated).expect("write openapi.json");
             return;
@@ -116,11 +122,23 @@ mod tests {
     #[test]
     fn every_operation_requires_the_bearer_key_and_documents_401() {
         let doc = super::openapi();
-        assert!(doc.security.as_ref().is_some_and(|s| !s.is_empty()), "global bearer security is declared");
+        assert!(
+            doc.security.as_ref().is_some_and(|s| !s.is_empty()),
+            "global bearer security is declared"
+        );
         for (path, item) in &doc.paths.paths {
-            for (method, op) in [("get", &item.get), ("post", &item.post), ("delete", &item.delete), ("put", &item.put), ("patch", &item.patch)] {
+            for (method, op) in [
+                ("get", &item.get),
+                ("post", &item.post),
+                ("delete", &item.delete),
+                ("put", &item.put),
+                ("patch", &item.patch),
+            ] {
                 if let Some(op) = op {
-                    assert!(op.responses.responses.contains_key("401"), "{method} {path} does not document 401");
+                    assert!(
+                        op.responses.responses.contains_key("401"),
+                        "{method} {path} does not document 401"
+                    );
                 }
             }
         }

@@ -22,11 +22,15 @@ impl PageQuery {
     pub fn to_request(&self) -> Result<PageRequest, Error> {
         let limit = self.limit.unwrap_or(50);
         if !(1..=200).contains(&limit) {
-            return Err(Error::invalid(format!("limit {limit} is out of range; use 1 to 200")));
+            return Err(Error::invalid(format!(
+                "limit {limit} is out of range; use 1 to 200"
+            )));
         }
         let after = match &self.cursor {
             None => None,
-            Some(cursor) => Some(decode(cursor).ok_or_else(|| Error::invalid("the cursor is not one this server made; start again without it"))?),
+            Some(cursor) => Some(decode(cursor).ok_or_else(|| {
+                Error::invalid("the cursor is not one this server made; start again without it")
+            })?),
         };
         Ok(PageRequest { after, limit })
     }

@@ -48,9 +48,10 @@ impl IntoResponse for Error {
             http::HeaderValue::from_static("application/problem+json"),
         );
         if self.code == ErrorCode::Unauthenticated {
-            response
-                .headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -100,12 +101,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 
 /// The answer for a path no route serves.
 pub async fn no_route() -> Error {
-    Error::new(ErrorCode::NotFound, "no such route; the API is described at /api/v1/openapi.json")
+    Error::new(
+        ErrorCode::NotFound,
+        "no such route; the API is described at /api/v1/openapi.json",
+    )
 }
 
 /// The answer for a route that does not take this method.
 pub async fn wrong_method() -> Response {
-    let mut response = Error::invalid("this route does not take this HTTP method; see /api/v1/openapi.json").into_response();
+    let mut response =
+        Error::invalid("this route does not take this HTTP method; see /api/v1/openapi.json")
+            .into_response();
     *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
     response
 }

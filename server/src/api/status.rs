@@ -21,7 +21,9 @@ use crate::domain::{AgentId, LatestResult, TenantId};
 use crate::error::Error;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(tenant_status)).routes(routes!(fleet_summary))
+    OpenApiRouter::new()
+        .routes(routes!(tenant_status))
+        .routes(routes!(fleet_summary))
 }
 
 /// The latest result of one check.
@@ -172,17 +174,36 @@ async fn tenant_status(
 ) -> Result<ResponseJson<TenantStatus>, Error> {
     let id = TenantId(tenant_id);
     let not_found = |e| Error::from_store(e, format_args!("tenant {id}"));
-    let tenant = state.store.tenant(&principal.scope, id).await.map_err(not_found)?;
-    let agents = state.store.list_agents(&principal.scope, id).await.map_err(not_found)?;
+    let tenant = state
+        .store
+        .tenant(&principal.scope, id)
+        .await
+        .map_err(not_found)?;
+    let agents = state
+        .store
+        .list_agents(&principal.scope, id)
+        .await
+        .map_err(not_found)?;
     let mut results: HashMap<AgentId, Vec<LatestResult>> = HashMap::new();
-    for latest in state.store.latest_results(&principal.scope, id).await.map_err(not_found)? {
+    for latest in state
+        .store
+        .latest_results(&principal.scope, id)
+        .await
+        .map_err(not_found)?
+    {
         results.entry(latest.agent_id).or_default().push(latest);
     }
     let agents: Vec<AgentStatus> = agents
         .into_iter()
         .map(|agent| {
             let mut mine = results.remove(&agent.id).unwrap_or_default();
-            mine.sort_by(|a, b| b.result.status.rank().cmp(&a.result.status.rank()).then_with(|| a.result.check_id.cmp(&b.result.check_id)));
+            mine.sort_by(|a, b| {
+                b.result
+                    .status
+                    .rank()
+                    .cmp(&a.result.status.rank())
+                    .then_with(|| a.result.check_id.cmp(&b.result.check_id))
+            });
             let connected = state.sessions.is_connected(agent.id);
             AgentStatus {
                 status: worst(mine.iter().map(|r| r.result.status)),
@@ -212,8 +233,16 @@ async fn fleet_summary(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<ResponseJson<FleetSummary>, Error> {
-    let rollups = state.store.agent_rollups(&principal.scope).await.map_err(|e| Error::from_store(e, "fleet"))?;
-    let tenant_total = state.store.count_tenants(&principal.scope).await.map_err(|e| Error::from_store(e, "fleet"))?;
+    let rollups = state
+        .store
+        .agent_rollups(&principal.scope)
+        .await
+        .map_err(|e| Error::from_store(e, "fleet"))?;
+    let tenant_total = state
+        .store
+        .count_tenants(&principal.scope)
+        .await
+        .map_err(|e| Error::from_store(e, "fleet"))?;
     let mut agents = StatusCounts::default();
     let mut per_tenant: BTreeMap<TenantId, Option<Status>> = BTreeMap::new();
     for rollup in &rollups {
@@ -231,7 +260,13 @@ async fn fleet_summary(
     // Tenants without any agent have reported nothing.
     tenants.unknown += tenant_total.saturating_sub(per_tenant.len() as u64);
     Ok(ResponseJson(FleetSummary {
-        tenants: Counts { total: tenant_total, by_status: tenants },
-        agents: Counts { total: rollups.len() as u64, by_status: agents },
+        tenants: Counts {
+            total: tenant_total,
+            by_status: tenants,
+        },
+        agents: Counts {
+            total: rollups.len() as u64,
+            by_status: agents,
+        },
     }))
 }

@@ -55,7 +55,12 @@ pub struct TenantView {
 
 impl From<Tenant> for TenantView {
     fn from(t: Tenant) -> Self {
-        Self { id: t.id.0, name: t.name, entra_tenant_id: t.entra_tenant_id, created_at: t.created_at }
+        Self {
+            id: t.id.0,
+            name: t.name,
+            entra_tenant_id: t.entra_tenant_id,
+            created_at: t.created_at,
+        }
     }
 }
 
@@ -132,14 +137,21 @@ async fn create_tenant(
         return Err(Error::invalid("name must be 1 to 200 printable characters"));
     }
     if body.entra_tenant_id.is_nil() {
-        return Err(Error::invalid("entra_tenant_id must be the customer's Entra tenant id, not the nil UUID"));
+        return Err(Error::invalid(
+            "entra_tenant_id must be the customer's Entra tenant id, not the nil UUID",
+        ));
     }
     let tenant = state
         .store
-        .create_tenant(NewTenant { name: name.to_owned(), entra_tenant_id: body.entra_tenant_id })
+        .create_tenant(NewTenant {
+            name: name.to_owned(),
+            entra_tenant_id: body.entra_tenant_id,
+        })
         .await
         .map_err(|e| match e {
-            crate::storage::StoreError::Conflict(message) => Error::new(ErrorCode::Conflict, message),
+            crate::storage::StoreError::Conflict(message) => {
+                Error::new(ErrorCode::Conflict, message)
+            }
             e => Error::from_store(e, "tenant"),
         })?;
     tracing::info!(tenant_id = %tenant.id, by = %principal.name, "tenant created");
@@ -168,8 +180,15 @@ async fn list_tenants(
         .list_tenants(&principal.scope, query.to_request()?)
         .await
         .map_err(|e| Error::from_store(e, "tenant"))?;
-    let next_cursor = if page.has_more { page.items.last().map(|t| encode(&t.id.0)) } else { None };
-    Ok(ResponseJson(TenantPage { items: page.items.into_iter().map(Into::into).collect(), next_cursor }))
+    let next_cursor = if page.has_more {
+        page.items.last().map(|t| encode(&t.id.0))
+    } else {
+        None
+    };
+    Ok(ResponseJson(TenantPage {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }
 
 /// Shows one tenant.
@@ -191,7 +210,11 @@ async fn tenant(
     Path(tenant_id): Path<Uuid>,
 ) -> Result<ResponseJson<TenantView>, Error> {
     let id = TenantId(tenant_id);
-    let tenant = state.store.tenant(&principal.scope, id).await.map_err(|e| Error::from_store(e, format_args!("tenant {id}")))?;
+    let tenant = state
+        .store
+        .tenant(&principal.scope, id)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("tenant {id}")))?;
     Ok(ResponseJson(tenant.into()))
 }
 
@@ -259,21 +282,29 @@ async fn run_agent_now(
         .await
         .map_err(|e| Error::from_store(e, format_args!("tenant {tenant}")))?;
     if !agents.iter().any(|a| a.id == agent) {
-        return Err(Error::not_found(format_args!("agent {agent} in tenant {tenant}")));
+        return Err(Error::not_found(format_args!(
+            "agent {agent} in tenant {tenant}"
+        )));
     }
-    let outbox = state
-        .sessions
-        .outbox(agent)
-        .ok_or_else(|| Error::new(ErrorCode::Conflict, format!("agent {agent} is not connected; it runs its checks when it reconnects")))?;
+    let outbox = state.sessions.outbox(agent).ok_or_else(|| {
+        Error::new(
+            ErrorCode::Conflict,
+            format!("agent {agent} is not connected; it runs its checks when it reconnects"),
+        )
+    })?;
     let message = wbhealth_proto::v1::ServerMessage {
-        kind: Some(wbhealth_proto::v1::server_message::Kind::RunNow(wbhealth_proto::v1::RunNow {
-            request_id: Uuid::now_v7().to_string(),
-        })),
+        kind: Some(wbhealth_proto::v1::server_message::Kind::RunNow(
+            wbhealth_proto::v1::RunNow {
+                request_id: Uuid::now_v7().to_string(),
+            },
+        )),
     };
-    outbox
-        .send(Ok(message))
-        .await
-        .map_err(|_| Error::new(ErrorCode::Conflict, format!("agent {agent} disconnected; try again when it is back")))?;
+    outbox.send(Ok(message)).await.map_err(|_| {
+        Error::new(
+            ErrorCode::Conflict,
+            format!("agent {agent} disconnected; try again when it is back"),
+        )
+    })?;
     tracing::info!(agent_id = %agent, by = %principal.name, "run-now requested");
     Ok(StatusCode::ACCEPTED)
 }
@@ -350,6 +381,13 @@ async fn list_reports(
         .list_reports(&principal.scope, tenant, agent, query.to_request()?)
         .await
         .map_err(|e| Error::from_store(e, format_args!("agent {agent} in tenant {tenant}")))?;
-    let next_cursor = if page.has_more { page.items.last().map(|r| encode(&r.id.0)) } else { None };
-    Ok(ResponseJson(ReportPage { items: page.items.into_iter().map(Into::into).collect(), next_cursor }))
+    let next_cursor = if page.has_more {
+        page.items.last().map(|r| encode(&r.id.0))
+    } else {
+        None
+    };
+    Ok(ResponseJson(ReportPage {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }

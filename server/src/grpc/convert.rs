@@ -28,7 +28,10 @@ pub fn host_facts(host: Option<v1::HostFacts>) -> Result<HostFacts, tonic::Statu
 
 /// A report from an agent, or the reason it can never be accepted.
 pub fn report(report: v1::Report, agent: &Agent) -> Result<Report, String> {
-    let id: ReportId = report.report_id.parse().map_err(|_| format!("report id {:?} is not a UUID", report.report_id))?;
+    let id: ReportId = report
+        .report_id
+        .parse()
+        .map_err(|_| format!("report id {:?} is not a UUID", report.report_id))?;
     if report.results.len() > MAX_RESULTS {
         return Err(format!("a report holds at most {MAX_RESULTS} results"));
     }
@@ -39,7 +42,10 @@ pub fn report(report: v1::Report, agent: &Agent) -> Result<Report, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut seen = std::collections::HashSet::new();
     if let Some(twice) = results.iter().find(|r| !seen.insert(r.check_id.as_str())) {
-        return Err(format!("check {} appears twice in one report", twice.check_id));
+        return Err(format!(
+            "check {} appears twice in one report",
+            twice.check_id
+        ));
     }
     Ok(Report {
         id,
@@ -53,7 +59,10 @@ pub fn report(report: v1::Report, agent: &Agent) -> Result<Report, String> {
 
 fn result(r: v1::CheckResult) -> Result<ResultRecord, String> {
     if !is_check_id(&r.check_id) {
-        return Err(format!("check id {:?} is not of the form category.subject", r.check_id));
+        return Err(format!(
+            "check id {:?} is not of the form category.subject",
+            r.check_id
+        ));
     }
     let status = match v1::Status::try_from(r.status) {
         Ok(v1::Status::Pass) => CheckStatus::Pass,
@@ -61,13 +70,24 @@ fn result(r: v1::CheckResult) -> Result<ResultRecord, String> {
         Ok(v1::Status::Fail) => CheckStatus::Fail,
         Ok(v1::Status::Error) => CheckStatus::Error,
         Ok(v1::Status::NotApplicable) => CheckStatus::NotApplicable,
-        Ok(v1::Status::Unspecified) | Err(_) => return Err(format!("check {} has no valid status", r.check_id)),
+        Ok(v1::Status::Unspecified) | Err(_) => {
+            return Err(format!("check {} has no valid status", r.check_id));
+        }
     };
-    if r.summary.len() > MAX_TEXT || r.remediation.len() > 4 * MAX_TEXT || r.evidence_json.len() > 16 * MAX_TEXT {
-        return Err(format!("check {} has an oversized summary, remediation or evidence", r.check_id));
+    if r.summary.len() > MAX_TEXT
+        || r.remediation.len() > 4 * MAX_TEXT
+        || r.evidence_json.len() > 16 * MAX_TEXT
+    {
+        return Err(format!(
+            "check {} has an oversized summary, remediation or evidence",
+            r.check_id
+        ));
     }
     // PostgreSQL cannot store NUL in text or JSON; no honest result contains one.
-    if [&r.summary, &r.remediation, &r.evidence_json].iter().any(|t| t.contains('\0') || t.contains("\\u0000")) {
+    if [&r.summary, &r.remediation, &r.evidence_json]
+        .iter()
+        .any(|t| t.contains('\0') || t.contains("\\u0000"))
+    {
         return Err(format!("check {} contains a NUL character", r.check_id));
     }
     let evidence = if r.evidence_json.is_empty() {
@@ -76,7 +96,10 @@ fn result(r: v1::CheckResult) -> Result<ResultRecord, String> {
         let value: serde_json::Value = serde_json::from_str(&r.evidence_json)
             .map_err(|e| format!("evidence of check {} is not JSON: {e}", r.check_id))?;
         if !value.is_object() {
-            return Err(format!("evidence of check {} must be a JSON object", r.check_id));
+            return Err(format!(
+                "evidence of check {} must be a JSON object",
+                r.check_id
+            ));
         }
         value
     };
@@ -94,7 +117,11 @@ fn result(r: v1::CheckResult) -> Result<ResultRecord, String> {
 fn is_check_id(id: &str) -> bool {
     id.len() <= 100
         && id.split_once('.').is_some_and(|(a, b)| {
-            let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let ok = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            };
             ok(a) && ok(b)
         })
 }
@@ -119,7 +146,11 @@ mod tests {
 
     #[test]
     fn results_without_a_status_are_refused() {
-        let r = v1::CheckResult { check_id: "network.x".into(), status: 0, ..Default::default() };
+        let r = v1::CheckResult {
+            check_id: "network.x".into(),
+            status: 0,
+            ..Default::default()
+        };
         assert!(result(r).is_err());
     }
 }

@@ -35,11 +35,15 @@ pub struct AgentGrpc {
     state: AppState,
 }
 
-type SessionStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<ServerMessage, Status>> + Send>>;
+type SessionStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<ServerMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
-    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
         let request = request.into_inner();
         if request.token.trim().is_empty() {
             return Err(Error::invalid("the enrollment token is empty; create one with POST /api/v1/tenants/{id}/enrollment-tokens").into());
@@ -47,11 +51,19 @@ impl AgentService for AgentGrpc {
         let host = convert::host_facts(request.host)?;
         let credential_secret = secrets::generate("wbh_agent_");
         let id = AgentId::new();
-        let new = NewAgent { id, credential_hash: secrets::hash(&credential_secret), host };
+        let new = NewAgent {
+            id,
+            credential_hash: secrets::hash(&credential_secret),
+            host,
+        };
         let outcome = self
             .state
             .store
-            .redeem_enrollment_token(&secrets::hash(request.token.trim()), OffsetDateTime::now_utc(), new)
+            .redeem_enrollment_token(
+                &secrets::hash(request.token.trim()),
+                OffsetDateTime::now_utc(),
+                new,
+            )
             .await
             .map_err(|e| Error::from_store(e, "enrollment token"))?;
         let agent = match outcome {
@@ -61,7 +73,9 @@ impl AgentService for AgentGrpc {
                 return Err(Status::unauthenticated(match rejection {
                     TokenRejection::Unknown => "the enrollment token is not valid",
                     TokenRejection::Expired => "the enrollment token has expired; create a new one",
-                    TokenRejection::Exhausted => "the enrollment token has no uses left; create a new one",
+                    TokenRejection::Exhausted => {
+                        "the enrollment token has no uses left; create a new one"
+                    }
                     TokenRejection::Revoked => "the enrollment token was revoked; create a new one",
                 }));
             }
@@ -77,13 +91,18 @@ impl AgentService for AgentGrpc {
 
     type SessionStream = SessionStream;
 
-    async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SessionStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
         let agent = self.authenticate(request.metadata()).await?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        tx.send(Ok(ServerMessage { kind: Some(ServerKind::Config(self.agent_config())) }))
-            .await
-            .map_err(|_| Status::cancelled("the agent went away"))?;
+        tx.send(Ok(ServerMessage {
+            kind: Some(ServerKind::Config(self.agent_config())),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("the agent went away"))?;
         let registration = self.state.sessions.register(agent.id, tx.clone());
         let state = self.state.clone();
         tracing::info!(agent_id = %agent.id, tenant_id = %agent.tenant_id, "agent connected");
@@ -130,15 +149,18 @@ impl AgentGrpc {
 
     /// Finds the agent that `authorization: Bearer <agent id>.<secret>` names.
     async fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Agent, Status> {
-        let unknown = || Status::unauthenticated("unknown agent credential; enroll the agent again");
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing authorization metadata: Bearer <agent credential>"))?;
+        let unknown =
+            || Status::unauthenticated("unknown agent credential; enroll the agent again");
+        let header = metadata.get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing authorization metadata: Bearer <agent credential>")
+        })?;
         let credential = header
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization metadata must be: Bearer <agent credential>"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be: Bearer <agent credential>")
+            })?;
         let (id, secret) = credential.split_once('.').ok_or_else(unknown)?;
         let id: AgentId = id.parse().map_err(|_| unknown())?;
         let stored = match self.state.store.agent_credential(id).await {
@@ -150,41 +172,71 @@ impl AgentGrpc {
             return Err(unknown());
         }
         if stored.agent.revoked_at.is_some() {
-            return Err(Status::unauthenticated("this agent's credential was revoked; enroll it again"));
+            return Err(Status::unauthenticated(
+                "this agent's credential was revoked; enroll it again",
+            ));
         }
         Ok(stored.agent)
     }
 }
 
 /// Acts on one message from an agent and says what to answer. An `Err` ends the stream.
-async fn handle_message(state: &AppState, agent: &Agent, message: AgentMessage) -> Result<Option<ServerMessage>, Status> {
+async fn handle_message(
+    state: &AppState,
+    agent: &Agent,
+    message: AgentMessage,
+) -> Result<Option<ServerMessage>, Status> {
     let now = OffsetDateTime::now_utc();
     let store_error = |e| Status::from(Error::from_store(e, "agent"));
     match message.kind {
-        None => Err(Error::new(ErrorCode::InvalidRequest, "an agent message must carry hello, report or heartbeat").into()),
+        None => Err(Error::new(
+            ErrorCode::InvalidRequest,
+            "an agent message must carry hello, report or heartbeat",
+        )
+        .into()),
         Some(AgentKind::Hello(hello)) => {
             let host = convert::host_facts(hello.host)?;
-            state.store.touch_agent(agent.id, now, Some(&host)).await.map_err(store_error)?;
+            state
+                .store
+                .touch_agent(agent.id, now, Some(&host))
+                .await
+                .map_err(store_error)?;
             tracing::debug!(agent_id = %agent.id, spooled = hello.spooled_reports, "agent said hello");
             Ok(None)
         }
         Some(AgentKind::Heartbeat(_)) => {
-            state.store.touch_agent(agent.id, now, None).await.map_err(store_error)?;
+            state
+                .store
+                .touch_agent(agent.id, now, None)
+                .await
+                .map_err(store_error)?;
             Ok(None)
         }
         Some(AgentKind::Report(report)) => {
             let report_id = report.report_id.clone();
-            state.store.touch_agent(agent.id, now, None).await.map_err(store_error)?;
+            state
+                .store
+                .touch_agent(agent.id, now, None)
+                .await
+                .map_err(store_error)?;
             let report = match convert::report(report, agent) {
                 Ok(report) => report,
                 Err(reason) => {
                     tracing::warn!(agent_id = %agent.id, %report_id, %reason, "rejected a malformed report");
-                    return Ok(Some(ServerMessage { kind: Some(ServerKind::Rejected(Rejected { report_id, reason })) }));
+                    return Ok(Some(ServerMessage {
+                        kind: Some(ServerKind::Rejected(Rejected { report_id, reason })),
+                    }));
                 }
             };
-            let outcome = state.store.ingest_report(&report).await.map_err(store_error)?;
+            let outcome = state
+                .store
+                .ingest_report(&report)
+                .await
+                .map_err(store_error)?;
             tracing::debug!(agent_id = %agent.id, %report_id, duplicate = (outcome == IngestOutcome::Duplicate), "report stored");
-            Ok(Some(ServerMessage { kind: Some(ServerKind::Ack(Ack { report_id })) }))
+            Ok(Some(ServerMessage {
+                kind: Some(ServerKind::Ack(Ack { report_id })),
+            }))
         }
     }
 }

@@ -709,38 +709,74 @@ async fn reports_are_listed_per_agent_in_order(store: Arc<dyn Store>) {
             agent,
             vec![
                 result("network.https", Status::Pass, at + Duration::seconds(i)),
-                result("topology.pdc", if i == 1 { Status::Fail } else { Status::Warn }, at + Duration::seconds(i)),
+                result(
+                    "topology.pdc",
+                    if i == 1 { Status::Fail } else { Status::Warn },
+                    at + Duration::seconds(i),
+                ),
             ],
         );
         ids.push(r.id);
         store.ingest_report(&r).await.expect("ingest");
     }
     store
-        .ingest_report(&report(t.id, neighbour, vec![result("network.https", Status::Pass, at)]))
+        .ingest_report(&report(
+            t.id,
+            neighbour,
+            vec![result("network.https", Status::Pass, at)],
+        ))
         .await
         .expect("neighbour ingest");
 
-    let first = store.list_reports(&TenantScope::All, t.id, agent, page(None, 2)).await.expect("page 1");
+    let first = store
+        .list_reports(&TenantScope::All, t.id, agent, page(None, 2))
+        .await
+        .expect("page 1");
     assert!(first.has_more);
-    assert_eq!(first.items.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(
+        first.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..2]
+    );
     assert_eq!(first.items[0].results, 2);
     assert_eq!(first.items[0].worst, Some(Status::Warn));
     assert_eq!(first.items[1].worst, Some(Status::Fail));
     let last = first.items.last().map(|r| r.id.0);
-    let second = store.list_reports(&TenantScope::All, t.id, agent, page(last, 2)).await.expect("page 2");
+    let second = store
+        .list_reports(&TenantScope::All, t.id, agent, page(last, 2))
+        .await
+        .expect("page 2");
     assert!(!second.has_more);
-    assert_eq!(second.items.iter().map(|r| r.id).collect::<Vec<_>>(), ids[2..]);
+    assert_eq!(
+        second.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[2..]
+    );
 
     // An agent of the tenant with no reports lists nothing; an agent or tenant outside the
     // scope is not found.
     let quiet = enroll(store, t.id, "dc03").await;
-    assert!(store.list_reports(&TenantScope::All, t.id, quiet, page(None, 10)).await.expect("empty").items.is_empty());
+    assert!(
+        store
+            .list_reports(&TenantScope::All, t.id, quiet, page(None, 10))
+            .await
+            .expect("empty")
+            .items
+            .is_empty()
+    );
     assert!(matches!(
-        store.list_reports(&TenantScope::All, other.id, agent, page(None, 10)).await,
+        store
+            .list_reports(&TenantScope::All, other.id, agent, page(None, 10))
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.list_reports(&TenantScope::Only(vec![other.id]), t.id, agent, page(None, 10)).await,
+        store
+            .list_reports(
+                &TenantScope::Only(vec![other.id]),
+                t.id,
+                agent,
+                page(None, 10)
+            )
+            .await,
         Err(StoreError::NotFound)
     ));
 }

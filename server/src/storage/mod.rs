@@ -119,7 +119,8 @@ pub trait Store: Send + Sync + 'static {
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
     /// The key with this hash, and marks it used at `now`. Revoked and expired keys are
     /// returned too; the caller decides.
-    async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime) -> Result<ApiKey, StoreError>;
+    async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime)
+    -> Result<ApiKey, StoreError>;
 }
 
 /// Opens the store that `url` names (`sqlite:…` or `postgres://…`) and brings its schema up

@@ -19,8 +19,8 @@ use uuid::Uuid;
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
     EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
-    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant,
-    TenantId, TenantScope, TokenRejection,
+    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary,
+    ResultRecord, Tenant, TenantId, TenantScope, TokenRejection,
 };
 use crate::storage::convert::{
     self, STATUS_RANK_SQL, check_unique_checks, conflict_as, fetch_limit, instant, into_page,
@@ -310,7 +310,10 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await
         .map_err(conflict_as(|| {
-            format!("a tenant named {:?} or for Entra tenant {} already exists", new.name, new.entra_tenant_id)
+            format!(
+                "a tenant named {:?} or for Entra tenant {} already exists",
+                new.name, new.entra_tenant_id
+            )
         }))?;
         Ok(row.into_domain())
     }
@@ -554,7 +557,10 @@ impl Store for PostgresStore {
                 .await?
                 .ok_or(StoreError::NotFound)?;
         }
-        let items = rows.into_iter().map(ReportSummaryRow::into_domain).collect::<Result<_, _>>()?;
+        let items = rows
+            .into_iter()
+            .map(ReportSummaryRow::into_domain)
+            .collect::<Result<_, _>>()?;
         Ok(into_page(items, page.limit))
     }
 

@@ -34,8 +34,8 @@ use uuid::Uuid;
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
     EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
-    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant,
-    TenantId, TenantScope, TokenRejection,
+    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary,
+    ResultRecord, Tenant, TenantId, TenantScope, TokenRejection,
 };
 use crate::storage::convert::{
     self, STATUS_RANK_SQL, check_unique_checks, conflict_as, corrupt, fetch_limit, into_page,
@@ -417,7 +417,10 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(conflict_as(|| {
-            format!("a tenant named {:?} or for Entra tenant {} already exists", new.name, new.entra_tenant_id)
+            format!(
+                "a tenant named {:?} or for Entra tenant {} already exists",
+                new.name, new.entra_tenant_id
+            )
         }))?;
         tx.commit().await?;
         row.into_domain()
@@ -663,7 +666,10 @@ impl Store for SqliteStore {
         if rows.is_empty() && page.after.is_none() {
             agent_of_tenant(&mut conn, tenant, agent).await?;
         }
-        let items = rows.into_iter().map(ReportSummaryRow::into_domain).collect::<Result<_, _>>()?;
+        let items = rows
+            .into_iter()
+            .map(ReportSummaryRow::into_domain)
+            .collect::<Result<_, _>>()?;
         Ok(into_page(items, page.limit))
     }
 

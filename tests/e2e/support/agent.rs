@@ -24,18 +24,36 @@ fn built(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let release = cfg!(not(debug_assertions));
         let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "-p", "wbhealth-agent", "-p", "wbhealth-server", "--bins"]);
+        command.args([
+            "build",
+            "--quiet",
+            "-p",
+            "wbhealth-agent",
+            "-p",
+            "wbhealth-server",
+            "--bins",
+        ]);
         if release {
             command.arg("--release");
         }
-        let output = command.current_dir(env!("CARGO_MANIFEST_DIR")).output().map_err(|e| format!("run cargo: {e}"))?;
-        if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
+        let output = command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .map_err(|e| format!("run cargo: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
     });
     if let Err(e) = result {
         panic!("cannot build the binaries under test: {e}");
     }
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
     dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
@@ -49,7 +67,10 @@ impl AgentHome {
     pub fn new(config_body: &str) -> anyhow::Result<AgentHome> {
         let dir = tempfile::tempdir()?;
         let state = dir.path().join("state");
-        let text = format!("state_dir = {:?}\n{config_body}", state.display().to_string());
+        let text = format!(
+            "state_dir = {:?}\n{config_body}",
+            state.display().to_string()
+        );
         std::fs::write(dir.path().join("agent.toml"), text)?;
         Ok(AgentHome { dir })
     }
@@ -67,7 +88,12 @@ impl AgentHome {
     /// How many reports wait in the spool.
     pub fn spooled(&self) -> usize {
         std::fs::read_dir(self.spool())
-            .map(|entries| entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "report")).count())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "report"))
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -86,7 +112,11 @@ impl AgentHome {
 
     /// Runs `wbhealth-agent --config … ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let output = self.command(args).stdin(Stdio::null()).output().with_context(|| format!("run {}", binary().display()))?;
+        let output = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("run {}", binary().display()))?;
         Ok(output)
     }
 

@@ -21,7 +21,9 @@ impl Lab {
     /// Starts a DC and healthy endpoints; `None` when Samba is not installed (the test
     /// skips, or fails under `WBH_TEST_REQUIRE_SERVICES=1`).
     pub async fn start() -> anyhow::Result<Option<Lab>> {
-        let Some(dc) = SambaDc::start_or_skip().await? else { return Ok(None) };
+        let Some(dc) = SambaDc::start_or_skip().await? else {
+            return Ok(None);
+        };
         let ca = TestCa::new();
         let zone = dc.realm().to_lowercase();
         let pr_name = format!("passwordreset.{zone}");
@@ -29,14 +31,24 @@ impl Lab {
         let passwordreset = HttpsEndpoint::start(&cert, &key, 404, "")?;
         let relay_names = [format!("relay1.{zone}"), format!("relay2.{zone}")];
         let (cert, key) = ca.issue(&[&relay_names[0], &relay_names[1]]);
-        let relay = HttpsEndpoint::start(&cert, &key, 401, "MissingToken: The request contains no authorization header")?;
+        let relay = HttpsEndpoint::start(
+            &cert,
+            &key,
+            401,
+            "MissingToken: The request contains no authorization header",
+        )?;
         for name in ["passwordreset", "relay1", "relay2", "untrusted"] {
             dc.add_dns_a(name, Ipv4Addr::LOCALHOST).await?;
         }
         // A new Samba domain starts with a minimum password age of one day; Microsoft
         // recommends zero for writeback, so a healthy site has zero.
         dc.set_min_password_age_days(0).await?;
-        Ok(Some(Lab { dc, ca, passwordreset, relay }))
+        Ok(Some(Lab {
+            dc,
+            ca,
+            passwordreset,
+            relay,
+        }))
     }
 
     /// The DNS zone of the domain, where the endpoint names live.
@@ -46,17 +58,29 @@ impl Lab {
 
     /// The healthy password reset endpoint, `host:port`.
     pub fn passwordreset_endpoint(&self) -> String {
-        format!("passwordreset.{}:{}", self.zone(), self.passwordreset.port())
+        format!(
+            "passwordreset.{}:{}",
+            self.zone(),
+            self.passwordreset.port()
+        )
     }
 
     /// The healthy relay endpoints, `host:port`.
     pub fn relay_endpoints(&self) -> Vec<String> {
-        vec![format!("relay1.{}:{}", self.zone(), self.relay.port()), format!("relay2.{}:{}", self.zone(), self.relay.port())]
+        vec![
+            format!("relay1.{}:{}", self.zone(), self.relay.port()),
+            format!("relay2.{}:{}", self.zone(), self.relay.port()),
+        ]
     }
 
     /// An agent configuration for this site, with the given endpoint lists.
     pub fn agent_config(&self, passwordreset: &[String], servicebus: &[String]) -> String {
-        let quote = |list: &[String]| list.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ");
+        let quote = |list: &[String]| {
+            list.iter()
+                .map(|e| format!("{e:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
             r#"
 [ldap]

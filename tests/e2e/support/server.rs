@@ -39,13 +39,19 @@ impl TestServer {
     }
 
     /// Like [`start`](Self::start), with a chance to change the configuration.
-    pub async fn start_with(database_url: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<TestServer> {
+    pub async fn start_with(
+        database_url: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestServer> {
         let mut config = Config::for_tests(database_url);
         tweak(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let server = Server::with_listeners(config, http, grpc).await?;
-        let key = server.initial_admin_key().context("an empty database yields an admin key")?.to_owned();
+        let key = server
+            .initial_admin_key()
+            .context("an empty database yields an admin key")?
+            .to_owned();
         Ok(Self::spawn(server, database_url, key))
     }
 
@@ -62,7 +68,10 @@ impl TestServer {
             key,
             stop: Some(stop),
             task: Some(task),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain client builds"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a plain client builds"),
         }
     }
 
@@ -72,7 +81,9 @@ impl TestServer {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task).await.context("server did not stop")???;
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .context("server did not stop")???;
         }
         Ok(())
     }
@@ -80,9 +91,16 @@ impl TestServer {
     /// Starts the server again on the same ports and database.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
-        let config = Config { http_addr: self.http, grpc_addr: self.grpc, ..Config::for_tests(self.database_url.clone()) };
+        let config = Config {
+            http_addr: self.http,
+            grpc_addr: self.grpc,
+            ..Config::for_tests(self.database_url.clone())
+        };
         let server = Server::build(config).await?;
-        assert!(server.initial_admin_key().is_none(), "a restart must not create another admin key");
+        assert!(
+            server.initial_admin_key().is_none(),
+            "a restart must not create another admin key"
+        );
         let restarted = Self::spawn(server, &self.database_url, self.key.clone());
         *self = restarted;
         Ok(())
@@ -105,13 +123,26 @@ impl TestServer {
 
     /// Sends a request to `/api/v1{path}` with the administrator key and returns status and
     /// JSON body (`Value::Null` for an empty body).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         self.call_as(Some(&self.key), method, path, body).await
     }
 
     /// Like [`call`](Self::call) with a chosen bearer key, or none.
-    pub async fn call_as(&self, key: Option<&str>, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.client.request(method, format!("{}/api/v1{path}", self.base_url()));
+    pub async fn call_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .client
+            .request(method, format!("{}/api/v1{path}", self.base_url()));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -121,7 +152,11 @@ impl TestServer {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))? };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?
+        };
         Ok((status, value))
     }
 
@@ -137,7 +172,9 @@ impl TestServer {
     /// Creates a tenant and returns its id.
     pub async fn create_tenant(&self, name: &str) -> anyhow::Result<String> {
         let body = json!({ "name": name, "entra_tenant_id": uuid::Uuid::new_v4() });
-        let (status, tenant) = self.call(reqwest::Method::POST, "/tenants", Some(body)).await?;
+        let (status, tenant) = self
+            .call(reqwest::Method::POST, "/tenants", Some(body))
+            .await?;
         if status != 201 {
             bail!("creating tenant {name} answered {status}: {tenant}");
         }
@@ -145,18 +182,36 @@ impl TestServer {
     }
 
     /// Creates an enrollment token and returns (token id, secret).
-    pub async fn enrollment_token(&self, tenant: &str, max_uses: u32) -> anyhow::Result<(String, String)> {
+    pub async fn enrollment_token(
+        &self,
+        tenant: &str,
+        max_uses: u32,
+    ) -> anyhow::Result<(String, String)> {
         let body = json!({ "description": "e2e", "max_uses": max_uses });
-        let (status, token) = self.call(reqwest::Method::POST, &format!("/tenants/{tenant}/enrollment-tokens"), Some(body)).await?;
+        let (status, token) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/tenants/{tenant}/enrollment-tokens"),
+                Some(body),
+            )
+            .await?;
         if status != 201 {
             bail!("creating an enrollment token answered {status}: {token}");
         }
-        Ok((token["id"].as_str().context("id")?.to_owned(), token["token"].as_str().context("token")?.to_owned()))
+        Ok((
+            token["id"].as_str().context("id")?.to_owned(),
+            token["token"].as_str().context("token")?.to_owned(),
+        ))
     }
 
     /// Polls the tenant status until `ready` accepts it, or fails after `timeout` with the
     /// last status seen.
-    pub async fn wait_for_status(&self, tenant: &str, timeout: Duration, ready: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    pub async fn wait_for_status(
+        &self,
+        tenant: &str,
+        timeout: Duration,
+        ready: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.get(&format!("/tenants/{tenant}/status")).await?;
@@ -164,7 +219,9 @@ impl TestServer {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("tenant status did not reach the expected state in {timeout:?}; last seen: {status:#}");
+                bail!(
+                    "tenant status did not reach the expected state in {timeout:?}; last seen: {status:#}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -183,6 +240,16 @@ impl Drop for TestServer {
 pub fn results_by_check(status: &Value) -> std::collections::BTreeMap<String, Value> {
     status["agents"][0]["results"]
         .as_array()
-        .map(|results| results.iter().map(|r| (r["check_id"].as_str().unwrap_or_default().to_owned(), r.clone())).collect())
+        .map(|results| {
+            results
+                .iter()
+                .map(|r| {
+                    (
+                        r["check_id"].as_str().unwrap_or_default().to_owned(),
+                        r.clone(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }

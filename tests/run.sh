@@ -35,6 +35,8 @@ command -v samba-tool >/dev/null && command -v samba >/dev/null || missing+=(sam
 [ -x /usr/sbin/winbindd ] || missing+=(winbind)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v ip >/dev/null || missing+=(iproute2)
+# Swagger UI is tested in a real browser.
+command -v chromium >/dev/null || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -156,20 +155,22 @@ impl Server {
 
 /// Creates the first administrator key when no key exists yet, and returns it.
 async fn bootstrap_admin_key(store: &dyn Store) -> anyhow::Result<Option<String>> {
-    if store.count_api_keys().await? > 0 {
-        return Ok(None);
-    }
     let key = secrets::generate("wbh_key_");
-    store
-        .create_api_key(NewApiKey {
+    let created = store
+        .create_first_api_key(NewApiKey {
             name: "initial administrator".into(),
             role: Role::Administrator,
             key_hash: secrets::hash(&key),
             expires_at: None,
         })
         .await?;
-    tracing::info!(at = %OffsetDateTime::now_utc(), "created the initial administrator API key");
-    Ok(Some(key))
+    match created {
+        Some(stored) => {
+            tracing::info!(key_id = %stored.id, "created the initial administrator API key");
+            Ok(Some(key))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The URL without its password, for messages.

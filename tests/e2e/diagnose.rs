@@ -33,7 +33,8 @@ async fn diagnose_reports_a_healthy_then_a_broken_site() -> anyhow::Result<()> {
 
     lab.dc.set_min_password_age_days(2).await?;
     let refused = format!("passwordreset.{}:{}", lab.zone(), refusing_port());
-    let home = AgentHome::new(&lab.agent_config(std::slice::from_ref(&refused), &lab.relay_endpoints()))?;
+    let home =
+        AgentHome::new(&lab.agent_config(std::slice::from_ref(&refused), &lab.relay_endpoints()))?;
     let output = home.run(&["diagnose"])?;
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(

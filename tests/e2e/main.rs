@@ -10,5 +10,5 @@ mod agent_reports;
 mod bad_input;
 mod diagnose;
 mod peers;
-mod swagger_ui;
 mod support;
+mod swagger_ui;

@@ -8,7 +8,9 @@ use crate::support::server::{TestServer, sqlite_url};
 use crate::support::skip_or_fail;
 
 fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| std::path::Path::new(p).exists())
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,11 +48,23 @@ async fn swagger_ui_renders_every_route_in_a_real_browser() -> anyhow::Result<()
     )
     .await???;
     let dom = String::from_utf8_lossy(&output.stdout);
-    assert!(dom.contains("swagger-ui"), "Swagger UI loaded: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        dom.contains("swagger-ui"),
+        "Swagger UI loaded: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // The operations only appear once the vendored JavaScript ran and fetched the document.
-    for path in ["/api/v1/tenants", "/api/v1/fleet/summary", "/api/v1/checks", "/api/v1/tenants/{tenant_id}/status"] {
+    for path in [
+        "/api/v1/tenants",
+        "/api/v1/fleet/summary",
+        "/api/v1/checks",
+        "/api/v1/tenants/{tenant_id}/status",
+    ] {
         assert!(dom.contains(path), "{path} is listed in the rendered page");
     }
-    assert!(dom.contains("Authorize"), "the bearer key can be entered in the page");
+    assert!(
+        dom.contains("Authorize"),
+        "the bearer key can be entered in the page"
+    );
     Ok(())
 }

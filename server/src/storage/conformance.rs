@@ -139,6 +139,7 @@ conformance!(
     rollups_show_each_agents_worst_status,
     agents_are_touched,
     api_keys_are_created_used_and_counted,
+    only_one_first_api_key_is_created,
     the_database_answers,
 );
 
@@ -1058,6 +1059,31 @@ async fn api_keys_are_created_used_and_counted(store: Arc<dyn Store>) {
         matches!(same_secret, Err(StoreError::Conflict(_))),
         "{same_secret:?}"
     );
+    assert_eq!(store.count_api_keys().await.expect("count"), 1);
+}
+
+async fn only_one_first_api_key_is_created(store: Arc<dyn Store>) {
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_first_api_key(NewApiKey {
+                        name: format!("bootstrap {i}"),
+                        role: Role::Administrator,
+                        key_hash: vec![i; 32],
+                        expires_at: None,
+                    })
+                    .await
+                    .expect("no database error")
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        created += usize::from(attempt.await.expect("task").is_some());
+    }
+    assert_eq!(created, 1, "exactly one first key");
     assert_eq!(store.count_api_keys().await.expect("count"), 1);
 }
 

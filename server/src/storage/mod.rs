@@ -115,6 +115,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates an API key.
     async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError>;
+    /// Creates `new` only when no API key exists yet, and returns it; `None` when a key
+    /// exists. Atomic across processes, so replicas starting together on an empty database
+    /// create one first key between them.
+    async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>, StoreError>;
     /// How many API keys exist, revoked ones included; zero means a fresh database.
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
     /// The key with this hash, and marks it used at `now`. Revoked and expired keys are

@@ -537,7 +537,7 @@ impl Store for PostgresStore {
         tenant_in_scope(&mut conn, scope, tenant).await?;
         let rows: Vec<ReportSummaryRow> = sqlx::query_as(&format!(
             "SELECT r.id, r.agent_id, r.started_at, r.finished_at, r.received_at, \
-                    COUNT(l.check_id) AS results, MAX({rank}) AS worst_rank \
+                    COUNT(l.check_id) AS results, MAX({rank})::bigint AS worst_rank \
              FROM reports r LEFT JOIN report_results l ON l.report_id = r.id \
              WHERE r.tenant_id = $1 AND r.agent_id = $2 AND ($3::uuid IS NULL OR r.id > $3::uuid) \
              GROUP BY r.id ORDER BY r.id LIMIT $4",
@@ -732,6 +732,30 @@ impl Store for PostgresStore {
             "an API key with this secret already exists".to_owned()
         }))?;
         row.into_domain()
+    }
+
+    async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // SHARE ROW EXCLUSIVE conflicts with itself: concurrent bootstraps take turns, and the
+        // second one sees the first one's key.
+        sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "INSERT INTO api_keys (id, name, role, key_hash, created_at, expires_at) \
+             SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM api_keys) \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(ApiKeyId::new().0)
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(&new.key_hash)
+        .bind(convert::now())
+        .bind(new.expires_at.map(instant))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(ApiKeyRow::into_domain).transpose()
     }
 
     async fn count_api_keys(&self) -> Result<u64, StoreError> {

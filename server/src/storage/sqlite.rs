@@ -808,6 +808,26 @@ impl Store for SqliteStore {
         row.into_domain()
     }
 
+    async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>, StoreError> {
+        // BEGIN IMMEDIATE serializes this with every other writer, other processes included.
+        let mut tx = self.begin_write().await?;
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "INSERT INTO api_keys (id, name, role, key_hash, created_at, expires_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM api_keys) \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(id_text(&ApiKeyId::new().0))
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(&new.key_hash)
+        .bind(micros(convert::now()))
+        .bind(new.expires_at.map(micros))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(ApiKeyRow::into_domain).transpose()
+    }
+
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.read)

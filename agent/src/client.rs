@@ -6,7 +6,6 @@
 //! is spooled and deletes a report only when the server acknowledges it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -147,41 +146,54 @@ pub async fn run(
         passwordreset_endpoints: Vec::new(),
         servicebus_endpoints: Vec::new(),
     });
-    let run_now = Arc::new(Notify::new());
-    let spooled = Arc::new(Notify::new());
-
-    let scheduler = schedule(
-        settings.clone(),
-        host_name.clone(),
-        spool.clone(),
-        config_rx,
-        run_now.clone(),
-        spooled.clone(),
-    );
-    let connection = stay_connected(
-        &settings, &identity, &host_name, &spool, &config_tx, &run_now, &spooled,
-    );
+    let shared = Shared {
+        settings,
+        identity,
+        host_name,
+        spool,
+        config: config_tx,
+        run_now: Notify::new(),
+        spooled: Notify::new(),
+    };
     tokio::select! {
         () = shutdown => {
             tracing::info!("agent stopping");
             Ok(())
         }
-        result = scheduler => result,
-        () = connection => Ok(()),
+        result = schedule(&shared, config_rx) => result,
+        () = stay_connected(&shared) => Ok(()),
     }
 }
 
-async fn schedule(
+/// What the scheduler and the connection share.
+struct Shared {
     settings: Settings,
+    identity: Identity,
     host_name: String,
     spool: Spool,
+    /// The server's latest configuration; the connection writes it, the scheduler reads it.
+    config: watch::Sender<RunConfig>,
+    /// The server asked for a run now.
+    run_now: Notify,
+    /// A new report waits in the spool.
+    spooled: Notify,
+}
+
+async fn schedule(
+    shared: &Shared,
     mut config: watch::Receiver<RunConfig>,
-    run_now: Arc<Notify>,
-    spooled: Arc<Notify>,
 ) -> Result<(), ClientError> {
+    let Shared {
+        settings,
+        host_name,
+        spool,
+        run_now,
+        spooled,
+        ..
+    } = shared;
     loop {
         let current = config.borrow_and_update().clone();
-        let run = run_once(&current.apply(&settings), &host_name, &current.selection).await;
+        let run = run_once(&current.apply(settings), host_name, &current.selection).await;
         let report = wire::report(&run);
         match spool.push(&report) {
             Ok(()) => {
@@ -209,21 +221,10 @@ async fn schedule(
     }
 }
 
-async fn stay_connected(
-    settings: &Settings,
-    identity: &Identity,
-    host_name: &str,
-    spool: &Spool,
-    config: &watch::Sender<RunConfig>,
-    run_now: &Notify,
-    spooled: &Notify,
-) {
+async fn stay_connected(shared: &Shared) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let result = session(
-            settings, identity, host_name, spool, config, run_now, spooled,
-        )
-        .await;
+        let result = session(shared).await;
         match result {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(ClientError::Status(status)) if status.code() == tonic::Code::Unauthenticated => {
@@ -241,15 +242,16 @@ async fn stay_connected(
     }
 }
 
-async fn session(
-    settings: &Settings,
-    identity: &Identity,
-    host_name: &str,
-    spool: &Spool,
-    config: &watch::Sender<RunConfig>,
-    run_now: &Notify,
-    spooled: &Notify,
-) -> Result<(), ClientError> {
+async fn session(shared: &Shared) -> Result<(), ClientError> {
+    let Shared {
+        settings,
+        identity,
+        host_name,
+        spool,
+        config,
+        run_now,
+        spooled,
+    } = shared;
     let mut client = AgentServiceClient::new(channel(&identity.server_url).await?);
     let (tx, rx) = mpsc::channel::<AgentMessage>(32);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));

@@ -422,3 +422,50 @@ fn a_bad_agent_setting_exits_64_naming_it() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&output.stderr).contains("ldapp"));
     Ok(())
 }
+
+/// Every operation in the OpenAPI document, called without a key, is refused; a route added
+/// later is covered without anyone remembering to add it here.
+#[tokio::test]
+async fn every_documented_operation_requires_a_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&sqlite_url(&dir)).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+    let doc: Value = reqwest::get(format!("{}/api/v1/openapi.json", server.base_url()))
+        .await?
+        .json()
+        .await?;
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    assert!(paths.len() >= 8, "the document lists the API: {paths:?}");
+    let mut called = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{tenant_id}", &tenant)
+            .replace("{agent_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{token_id}", &uuid::Uuid::now_v7().to_string());
+        let relative = concrete
+            .strip_prefix("/api/v1")
+            .expect("every path is under /api/v1");
+        for method in item
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let Ok(method) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            let body = (method == Method::POST).then(|| json!({}));
+            let (status, problem) = server.call_as(None, method.clone(), relative, body).await?;
+            assert_problem(status, &problem, 401, "unauthenticated");
+            called += 1;
+        }
+    }
+    assert!(called >= 11, "walked {called} operations");
+    // Nothing was created by the refused calls.
+    assert_eq!(
+        server.get("/tenants").await?["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    Ok(())
+}

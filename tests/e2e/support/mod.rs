@@ -33,3 +33,25 @@ pub fn skip_or_fail(reason: &str) {
 pub mod agent;
 pub mod lab;
 pub mod server;
+
+/// Waits until `done` holds, checking every 200 ms, and panics saying `what` did not happen
+/// within `timeout`.
+#[track_caller]
+pub fn eventually(
+    timeout: std::time::Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> impl std::future::Future<Output = ()> {
+    let caller = std::panic::Location::caller();
+    let what = what.to_owned();
+    async move {
+        let deadline = std::time::Instant::now() + timeout;
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{caller}: {what} within {timeout:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! title, severity, documentation link and remediation template are written once.
 
 mod catalogue;
+mod checks;
 mod remediation;
 mod vocabulary;
 

@@ -1,0 +1,21 @@
+//! Password policy and per-user state (USR-*).
+
+use crate::{Category, CheckDef, DataSource, RunsOn, Severity};
+
+use super::ENABLE_WRITEBACK;
+
+/// The checks of this category, in report order.
+pub(crate) static CHECKS: &[CheckDef] = &[CheckDef {
+    id: "policy.min_password_age",
+    refs: &["USR-01"],
+    title: "Domain minimum password age is zero",
+    description: "The domain's minimum password age (minPwdAge on the domain head) is zero, so a user can reset or change a password again right after a change.",
+    category: Category::Policy,
+    runs_on: RunsOn::Agent,
+    severity: Severity::Warning,
+    data_source: DataSource::Ldap,
+    docs_url: ENABLE_WRITEBACK,
+    remediation: "Set Minimum password age to 0 days for {domain} (now {min_age}): Group Policy Management → Default Domain Policy → Computer Configuration → Policies → \
+Windows Settings → Security Settings → Account Policies → Password Policy, then run gpupdate /force on the domain controllers. \
+Or in PowerShell: Set-ADDefaultDomainPasswordPolicy -Identity {domain} -MinPasswordAge 0.00:00:00",
+}];

@@ -48,6 +48,9 @@ pub struct CheckDef {
     pub docs_url: &'static str,
     /// The fix, with `{placeholders}` filled in from the evidence of the case.
     pub remediation: &'static str,
+    /// How the check is proven to work: its unit tests, and the real peer broken to make it
+    /// fail end to end. Shown in the check reference.
+    pub verified_by: &'static str,
 }
 
 /// Looks a check up by its id.

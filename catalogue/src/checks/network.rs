@@ -18,6 +18,7 @@ pub(crate) static CHECKS: &[CheckDef] = &[
         docs_url: CONNECT_PREREQUISITES,
         remediation: "Fix DNS forwarding on {server} so that it resolves internet names as well as the domain's: {failed}. \
 The sync server needs both intranet and internet resolution. Test with: Resolve-DnsName {first_failed}",
+        verified_by: "Unit tests over facts (NXDOMAIN, no answer, unreachable resolver). End to end: a Samba DC's DNS zone without the name makes it fail.",
     },
     CheckDef {
         id: "network.passwordreset_https",
@@ -31,6 +32,7 @@ The sync server needs both intranet and internet resolution. Test with: Resolve-
         docs_url: TROUBLESHOOT_WRITEBACK,
         remediation: "Allow outbound HTTPS (TCP 443) from {server} to *.passwordreset.microsoftonline.com on every firewall and proxy in the path, \
 and exempt it from TLS inspection. Failing: {failed}. Test with: Test-NetConnection {first_failed_host} -Port {first_failed_port}",
+        verified_by: "Unit tests over facts (refused, timed out, untrusted certificate). End to end: a loopback TLS endpoint passes; a refusing port fails.",
     },
     CheckDef {
         id: "network.servicebus_relay",
@@ -44,5 +46,6 @@ and exempt it from TLS inspection. Failing: {failed}. Test with: Test-NetConnect
         docs_url: TROUBLESHOOT_WRITEBACK,
         remediation: "Allow outbound TCP 443 from {server} to *.servicebus.windows.net (or the Azure service tags, updated weekly), \
 exempt it from TLS inspection, then run Restart-Service ADSync. Failing: {failed}. Test with: Test-NetConnection {first_failed_host} -Port {first_failed_port}",
+        verified_by: "Unit tests over facts. End to end: two loopback TLS relays pass; one presenting a certificate from an untrusted CA fails as TLS inspection.",
     },
 ];

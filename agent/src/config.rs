@@ -17,6 +17,37 @@ pub const DEFAULT_SERVICEBUS_ENDPOINTS: &[&str] = &[
     "ssprdedicatedsbprodscu.servicebus.windows.net:443",
     "ssprdedicatedsbprodncu.servicebus.windows.net:443",
 ];
+/// The Entra Connect endpoints of the public cloud probed besides writeback's own (§4.2 of the
+/// reference: sign-in, the provisioning web service that Microsoft's proxy test uses).
+pub const DEFAULT_CONNECT_ENDPOINTS: &[&str] = &[
+    "login.microsoftonline.com:443",
+    "adminwebservice.microsoftonline.com:443",
+    "provisioningapi.microsoftonline.com:443",
+    "login.windows.net:443",
+];
+/// The certificate revocation (CRL) and OCSP hosts of the public cloud, on plain HTTP (NET-08).
+pub const DEFAULT_CRL_ENDPOINTS: &[&str] = &[
+    "mscrl.microsoft.com:80",
+    "crl.microsoft.com:80",
+    "oneocsp.microsoft.com:80",
+    "ocsp.msocsp.com:80",
+    "crl3.digicert.com:80",
+    "crl4.digicert.com:80",
+    "ocsp.digicert.com:80",
+];
+/// Text that the issuer of a genuine Microsoft endpoint certificate contains (NET-07): its
+/// issuing CAs belong to Microsoft or DigiCert.
+pub const DEFAULT_ACCEPTED_ISSUERS: &[&str] = &["O=Microsoft Corporation", "O=DigiCert"];
+/// The TCP ports of a domain controller that the sync server needs (NET-09): DNS, Kerberos,
+/// RPC endpoint mapper, LDAP, SMB and LDAPS.
+pub const DEFAULT_DC_PORTS: &[u16] = &[53, 88, 135, 389, 445, 636];
+/// A sample of the dynamic RPC range 49152–65535 probed on each domain controller (NET-09).
+pub const DEFAULT_DC_DYNAMIC_PORTS: &[u16] = &[49152, 49664, 65535];
+/// How long the idle-hold probe stays idle by default: past the 4–6 minutes that breaks the relay.
+pub const DEFAULT_IDLE_HOLD: Duration = Duration::from_secs(300);
+
+/// How many users in scope the directory probe reads by default.
+pub const DEFAULT_MAX_USERS: usize = 500;
 
 /// A bad configuration value: which setting, and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +78,9 @@ pub struct Settings {
     pub ldap: Option<LdapSettings>,
     /// How to probe Microsoft's endpoints.
     pub network: NetworkSettings,
+    /// Where the host facts come from: this machine (the default) or a snapshot file, which
+    /// `diagnose --snapshot` sets.
+    pub host: crate::host::HostSource,
 }
 
 /// How LDAP is secured. Domain controllers refuse simple binds over plain LDAP.
@@ -76,6 +110,13 @@ pub struct LdapSettings {
     pub ca_file: Option<PathBuf>,
     /// Time-out for connecting and for each operation.
     pub timeout: Duration,
+    /// The AD DS connector account (`MSOL_abc123`, `CONTOSO\\MSOL_abc123`, a UPN or a DN), whose
+    /// rights the permission checks evaluate; `None` when not configured.
+    pub connector_account: Option<String>,
+    /// The OUs (or the domain head) whose users and OUs are in scope; empty for the domain head.
+    pub scope_dns: Vec<String>,
+    /// How many users in scope the probe reads at most.
+    pub max_users: usize,
 }
 
 /// A `host:port` to probe.
@@ -116,8 +157,55 @@ pub struct NetworkSettings {
     pub passwordreset_endpoints: Vec<Endpoint>,
     /// The Service Bus relay endpoints (NET-02).
     pub servicebus_endpoints: Vec<Endpoint>,
+    /// The other Entra Connect endpoints (§4.2), probed like the writeback ones.
+    pub connect_endpoints: Vec<Endpoint>,
+    /// The CRL and OCSP endpoints, probed with a plain HTTP GET (NET-08).
+    pub crl_endpoints: Vec<Endpoint>,
+    /// Issuer texts that mark a genuine Microsoft certificate; any other issuer on an
+    /// established session is reported as possible TLS inspection (NET-07).
+    pub accepted_issuers: Vec<String>,
+    /// The TCP ports to test on the configured DC and the PDC emulator (NET-09).
+    pub dc_ports: Vec<u16>,
+    /// Sampled ports of the dynamic RPC range to test on them (NET-09).
+    pub dc_dynamic_ports: Vec<u16>,
+    /// Whether to test the legacy relay ports 9350–9354 (NET-10).
+    pub legacy_relay_ports: bool,
+    /// The HTTP proxy the probes go through, when one is set.
+    pub proxy: Option<Proxy>,
+    /// The idle-hold probe (NET-04): `Some(how long to stay idle)` when enabled.
+    pub idle_hold: Option<Duration>,
+    /// How long the idle-hold probe stays idle when `--idle-hold` turns it on.
+    pub idle_hold_duration: Duration,
     /// Time-out for each DNS lookup, connection and handshake.
     pub timeout: Duration,
+}
+
+/// An HTTP proxy: TLS goes through it with `CONNECT`, plain HTTP with absolute-form requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// Its host name or address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Proxy {
+    /// Parses `http://host:port`; the port must be written out.
+    pub fn parse(s: &str) -> Option<Proxy> {
+        let rest = s.trim().strip_prefix("http://")?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let endpoint = Endpoint::parse(rest)?;
+        Some(Proxy {
+            host: endpoint.host,
+            port: endpoint.port,
+        })
+    }
+}
+
+impl std::fmt::Display for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}", self.host, self.port)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +227,9 @@ struct FileLdap {
     bind_password: Option<String>,
     ca_file: Option<PathBuf>,
     timeout_seconds: Option<u64>,
+    connector_account: Option<String>,
+    scope_dns: Option<Vec<String>>,
+    max_users: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +239,15 @@ struct FileNetwork {
     extra_ca_file: Option<PathBuf>,
     passwordreset_endpoints: Option<Vec<String>>,
     servicebus_endpoints: Option<Vec<String>>,
+    connect_endpoints: Option<Vec<String>>,
+    crl_endpoints: Option<Vec<String>>,
+    accepted_issuers: Option<Vec<String>>,
+    dc_ports: Option<Vec<u16>>,
+    dc_dynamic_ports: Option<Vec<u16>>,
+    legacy_relay_ports: Option<bool>,
+    proxy: Option<String>,
+    idle_hold: Option<bool>,
+    idle_hold_seconds: Option<u64>,
     timeout_seconds: Option<u64>,
 }
 
@@ -310,11 +410,63 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
         .map(PathBuf::from)
         .or(net.extra_ca_file);
     check_readable("network.extra_ca_file", extra_ca_file.as_deref())?;
+    let defaults = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let connect_endpoints = parse_endpoints(
+        "network.connect_endpoints",
+        list_from_env("WBH_CONNECT_ENDPOINTS")
+            .or(net.connect_endpoints)
+            .unwrap_or_else(|| defaults(DEFAULT_CONNECT_ENDPOINTS)),
+    )?;
+    let crl_endpoints = parse_endpoints(
+        "network.crl_endpoints",
+        list_from_env("WBH_CRL_ENDPOINTS")
+            .or(net.crl_endpoints)
+            .unwrap_or_else(|| defaults(DEFAULT_CRL_ENDPOINTS)),
+    )?;
+    let accepted_issuers = net
+        .accepted_issuers
+        .unwrap_or_else(|| defaults(DEFAULT_ACCEPTED_ISSUERS));
+    if accepted_issuers.iter().any(|i| i.trim().is_empty()) {
+        return Err(ConfigError::new(
+            "network.accepted_issuers",
+            "an empty entry would accept every issuer; list texts such as \"O=DigiCert\"",
+        ));
+    }
+    let proxy = match env("WBH_PROXY").or(net.proxy) {
+        None => None,
+        Some(text) => Some(Proxy::parse(&text).ok_or_else(|| {
+            ConfigError::new(
+                "network.proxy",
+                format!("{text:?} is not http://host:port, as in http://proxy.contoso.com:8080"),
+            )
+        })?),
+    };
+    let idle_hold_duration = match net.idle_hold_seconds {
+        None => DEFAULT_IDLE_HOLD,
+        Some(secs) if (1..=3600).contains(&secs) => Duration::from_secs(secs),
+        Some(secs) => {
+            return Err(ConfigError::new(
+                "network.idle_hold_seconds",
+                format!("{secs} is out of range; use 1 to 3600 seconds (default 300)"),
+            ));
+        }
+    };
     let network = NetworkSettings {
         dns_servers,
         extra_ca_file,
         passwordreset_endpoints,
         servicebus_endpoints,
+        connect_endpoints,
+        crl_endpoints,
+        accepted_issuers,
+        dc_ports: net.dc_ports.unwrap_or_else(|| DEFAULT_DC_PORTS.to_vec()),
+        dc_dynamic_ports: net
+            .dc_dynamic_ports
+            .unwrap_or_else(|| DEFAULT_DC_DYNAMIC_PORTS.to_vec()),
+        legacy_relay_ports: net.legacy_relay_ports.unwrap_or(false),
+        proxy,
+        idle_hold: net.idle_hold.unwrap_or(false).then_some(idle_hold_duration),
+        idle_hold_duration,
         timeout: parse_seconds(
             "network.timeout_seconds",
             net.timeout_seconds,
@@ -378,6 +530,27 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
                     "WBH_LDAP_TIMEOUT_SECONDS",
                     10,
                 )?,
+                connector_account: env("WBH_CONNECTOR_ACCOUNT").or(file_ldap.connector_account),
+                // DNs hold commas, so the variable separates them with semicolons.
+                scope_dns: env("WBH_LDAP_SCOPE_DNS")
+                    .map(|v| {
+                        v.split(';')
+                            .map(|s| s.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .or(file_ldap.scope_dns)
+                    .unwrap_or_default(),
+                max_users: match file_ldap.max_users {
+                    Some(0) => {
+                        return Err(ConfigError::new(
+                            "ldap.max_users",
+                            "0 would read no user; use 1 or more (500 by default)",
+                        ));
+                    }
+                    Some(n) => n,
+                    None => DEFAULT_MAX_USERS,
+                },
             })
         }
     };
@@ -386,6 +559,7 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
         state_dir,
         ldap,
         network,
+        host: crate::host::HostSource::default(),
     })
 }
 
@@ -462,6 +636,25 @@ mod tests {
         let e = parse("[network]\npasswordreset_endpoints = [\"https://x\"]\n")
             .expect_err("bad endpoint");
         assert_eq!(e.setting, "network.passwordreset_endpoints");
+    }
+
+    #[test]
+    fn proxy_and_idle_hold_parse_and_bad_values_name_the_setting() {
+        let s = parse("[network]\nproxy = \"http://proxy.contoso.com:3128\"\nidle_hold = true\nidle_hold_seconds = 2\n")
+            .expect("valid");
+        assert_eq!(
+            s.network.proxy.map(|p| p.to_string()),
+            Some("http://proxy.contoso.com:3128".to_owned())
+        );
+        assert_eq!(s.network.idle_hold, Some(Duration::from_secs(2)));
+        let d = parse("").expect("valid");
+        assert_eq!(d.network.idle_hold, None, "never in the default run");
+        assert_eq!(d.network.idle_hold_duration, DEFAULT_IDLE_HOLD);
+        assert_eq!(d.network.crl_endpoints.len(), 7);
+        let e = parse("[network]\nproxy = \"proxy:3128\"\n").expect_err("no scheme");
+        assert_eq!(e.setting, "network.proxy");
+        let e = parse("[network]\nidle_hold_seconds = 0\n").expect_err("zero");
+        assert_eq!(e.setting, "network.idle_hold_seconds");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Facts {
     pub network: NetworkFacts,
     /// What the domain controller said, or the step at which reading it failed.
     pub directory: Result<DirectoryFacts, ProbeFailure>,
+    /// The sync server itself (services, registry, cmdlets, event log), live or from a
+    /// snapshot, or why it could not be read.
+    pub host: Result<crate::host::HostFacts, crate::host::HostFailure>,
     /// How long each probe took.
     pub durations: ProbeDurations,
 }
@@ -37,6 +40,9 @@ pub struct ProbeDurations {
     /// The directory probe: connect, bind, reads and the PDC probe.
     #[serde(rename = "directory_ms", with = "millis")]
     pub directory: Duration,
+    /// The host probe: reading the snapshot, or collecting it on Windows.
+    #[serde(rename = "host_ms", with = "millis")]
+    pub host: Duration,
 }
 
 /// What the network probe saw.
@@ -46,6 +52,144 @@ pub struct NetworkFacts {
     pub lookups: Vec<DnsLookup>,
     /// One probe per configured endpoint, password reset endpoints first.
     pub endpoints: Vec<EndpointProbe>,
+    /// The HTTP proxy the probes went through, as `http://host:port`; `None` when direct.
+    pub proxy: Option<String>,
+    /// Issuer texts accepted as Microsoft's public CAs (NET-07), from the settings.
+    pub accepted_issuers: Vec<String>,
+    /// One plain-HTTP probe per CRL/OCSP endpoint (NET-08).
+    pub crl: Vec<HttpProbe>,
+    /// The DC ports of the configured DC and the PDC emulator (NET-09); empty when no DC is
+    /// known (LDAP not configured or the PDC not found).
+    pub dc_ports: Vec<DcPorts>,
+    /// The legacy relay ports 9350–9354 of each relay host (NET-10); `None` when not probed.
+    pub legacy_relay_ports: Option<Vec<HostPorts>>,
+    /// The idle-hold probe (NET-04); `None` when it was not asked for.
+    pub idle_hold: Option<IdleHold>,
+}
+
+/// A plain HTTP `GET /` to a `host:port`, where any HTTP answer means reachable.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpProbe {
+    /// The DNS name.
+    pub host: String,
+    /// The TCP port, 80 for Microsoft's CRL and OCSP hosts.
+    pub port: u16,
+    /// The address connected to (the proxy's when one is set); `None` when there was none.
+    pub address: Option<SocketAddr>,
+    /// How long the probe took, DNS excluded.
+    #[serde(rename = "duration_ms", with = "millis")]
+    pub duration: Duration,
+    /// The HTTP status code, or the step that failed.
+    pub outcome: Result<u16, EndpointFailure>,
+}
+
+impl HttpProbe {
+    /// `host:port`, as people write it.
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// The TCP ports tested on one domain controller.
+#[derive(Debug, Clone, Serialize)]
+pub struct DcPorts {
+    /// The DC's name.
+    pub host: String,
+    /// Whether it is the PDC emulator, the configured DC, or both.
+    pub roles: Vec<String>,
+    /// The ports, or why none could be tested (the name did not resolve).
+    pub ports: Result<HostPorts, String>,
+}
+
+/// TCP connects to several ports of one address.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPorts {
+    /// The host name.
+    pub host: String,
+    /// The address tried.
+    pub address: IpAddr,
+    /// One result per port, in the order probed.
+    pub ports: Vec<PortProbe>,
+}
+
+/// One TCP connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortProbe {
+    /// The port.
+    pub port: u16,
+    /// Whether it is a sample of the dynamic RPC range, where a refusal still shows that
+    /// the path is open (the DC itself answered).
+    pub dynamic: bool,
+    /// What happened.
+    pub outcome: PortOutcome,
+}
+
+/// The result of a TCP connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortOutcome {
+    /// The connection was accepted.
+    Open,
+    /// The host answered with a reset: nothing listens there, or a firewall rejects it.
+    Refused,
+    /// No answer within the time-out: a firewall drops the packets.
+    TimedOut,
+    /// Another error (no route, network unreachable, …).
+    Error(String),
+}
+
+impl PortOutcome {
+    /// A word or two for summaries.
+    pub fn describe(&self) -> &str {
+        match self {
+            PortOutcome::Open => "open",
+            PortOutcome::Refused => "refused",
+            PortOutcome::TimedOut => "timed out",
+            PortOutcome::Error(e) => e,
+        }
+    }
+}
+
+/// The idle-hold probe: a TLS session to a relay held idle, then used again (NET-04).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleHold {
+    /// The relay, `host:port`.
+    pub target: String,
+    /// How long the session was to stay idle.
+    #[serde(rename = "hold_ms", with = "millis")]
+    pub hold: Duration,
+    /// What happened.
+    pub outcome: IdleHoldOutcome,
+}
+
+/// What became of the idle session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IdleHoldOutcome {
+    /// After the whole idle time the session still carried a request and its answer.
+    Survived {
+        /// The status of the answer to the request sent after the idle time.
+        http_status: u16,
+    },
+    /// The session was closed or reset while idle, or did not carry the request after it.
+    Dropped {
+        /// How long it had been idle when the drop was noticed.
+        #[serde(rename = "after_ms", with = "millis")]
+        after: Duration,
+        /// What was seen: a close, a reset, or no answer.
+        how: String,
+    },
+    /// The session could not be opened in the first place, so nothing was held.
+    NotStarted {
+        /// The step that failed.
+        failure: EndpointFailure,
+    },
+    /// The technician interrupted it (Ctrl-C) before the time was up.
+    Cancelled {
+        /// How long it had been idle.
+        #[serde(rename = "after_ms", with = "millis")]
+        after: Duration,
+    },
 }
 
 /// One DNS look-up of a host's addresses.
@@ -133,6 +277,8 @@ pub enum EndpointPurpose {
     PasswordReset,
     /// The Service Bus relay (NET-02).
     ServiceBus,
+    /// Another Entra Connect endpoint (§4.2 of the reference: sign-in, provisioning).
+    Connect,
 }
 
 impl fmt::Display for EndpointPurpose {
@@ -140,6 +286,7 @@ impl fmt::Display for EndpointPurpose {
         f.write_str(match self {
             EndpointPurpose::PasswordReset => "password reset service",
             EndpointPurpose::ServiceBus => "Service Bus relay",
+            EndpointPurpose::Connect => "Entra Connect endpoint",
         })
     }
 }
@@ -226,6 +373,14 @@ pub enum EndpointStep {
     CertificateInvalid,
     /// The TLS handshake failed otherwise (reset, protocol or cipher mismatch, time-out).
     TlsHandshake,
+    /// The configured proxy could not be reached, or did not answer `CONNECT` properly.
+    Proxy,
+    /// The proxy refused the destination (HTTP 403: the URL is not allowed).
+    ProxyDenied,
+    /// The proxy asked for authentication (HTTP 407).
+    ProxyAuthRequired,
+    /// The connection opened but no HTTP answer came back (NET-08's plain HTTP probes).
+    Http,
 }
 
 impl EndpointStep {
@@ -240,6 +395,10 @@ impl EndpointStep {
             EndpointStep::CertificateUntrusted => "certificate not trusted (TLS inspection?)",
             EndpointStep::CertificateInvalid => "certificate rejected",
             EndpointStep::TlsHandshake => "TLS handshake failed",
+            EndpointStep::Proxy => "proxy failed",
+            EndpointStep::ProxyDenied => "denied by the proxy (HTTP 403)",
+            EndpointStep::ProxyAuthRequired => "proxy wants authentication (HTTP 407)",
+            EndpointStep::Http => "no HTTP answer",
         }
     }
 }
@@ -260,6 +419,8 @@ pub struct DirectoryFacts {
     /// The raw `minPwdAge` of the domain head (a negative count of 100-ns intervals, `0` for
     /// none), or why it could not be read.
     pub min_pwd_age: Result<i64, ProbeFailure>,
+    /// Security descriptors, the connector account, users and OUs in scope, DCs and PSOs.
+    pub ad: crate::ad::AdFacts,
 }
 
 /// A domain controller's LDAP service as the agent reached it.

@@ -5,10 +5,12 @@
 //! `runner` ties it together, `render` prints it, and `client`, `spool`, `state` and `wire`
 //! deliver it.
 
+pub mod ad;
 pub mod checks;
 pub mod client;
 pub mod config;
 pub mod facts;
+pub mod host;
 pub mod probe;
 pub mod render;
 pub mod result;

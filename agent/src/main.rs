@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anstream::println;
 use clap::{Parser, Subcommand, ValueEnum};
 use wbhealth_agent::config::{self, Settings};
+use wbhealth_agent::host::{HostFailure, HostSource};
 use wbhealth_agent::runner::{Selection, run_once};
 use wbhealth_agent::state::Identity;
 use wbhealth_agent::{client, render};
@@ -45,6 +46,25 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also run the slow idle-hold probe (NET-04): hold a TLS session to the Service Bus
+        /// relay idle for network.idle_hold_seconds (default 300), then test it. Ctrl-C stops it.
+        #[arg(long)]
+        idle_hold: bool,
+        /// Judge the sync server from a host snapshot written by `wbhealth-agent collect`
+        /// instead of this machine; works on any operating system.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<PathBuf>,
+        /// Report only the host checks (server.*): with --snapshot on another machine, the
+        /// network and directory checks would judge that machine, not the sync server.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Write a host snapshot of this sync server (services, registry, files, ADSync
+    /// cmdlets, event log) as JSON: a support bundle for `diagnose --snapshot`. Windows only.
+    Collect {
+        /// Where to write it (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -87,9 +107,32 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command, settings: Settings) -> ExitCode {
     let host_name = config::local_host_name();
     match command {
-        Command::Diagnose { format } => {
+        Command::Diagnose {
+            format,
+            idle_hold,
+            snapshot,
+            offline,
+        } => {
             init_logging("warn");
-            let run = run_once(&settings, &host_name, &Selection::all()).await;
+            let mut settings = settings;
+            if idle_hold {
+                settings.network.idle_hold = Some(settings.network.idle_hold_duration);
+            }
+            if let Some(path) = snapshot {
+                settings.host = HostSource::Snapshot(path);
+            }
+            let selection = if offline {
+                Selection::only(
+                    wbhealth_catalogue::CATALOGUE
+                        .iter()
+                        .filter(|c| c.category == wbhealth_catalogue::Category::Server)
+                        .map(|c| c.id.to_owned())
+                        .collect(),
+                )
+            } else {
+                Selection::all()
+            };
+            let run = run_once(&settings, &host_name, &selection).await;
             match format {
                 Format::Text => println!("{}", render::text(&run, &host_name)),
                 Format::Json => println!("{}", render::json(&run, &host_name)),
@@ -119,6 +162,10 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
                 }
             }
         }
+        Command::Collect { output } => {
+            init_logging("warn");
+            collect(output.as_deref()).await
+        }
         Command::Run => {
             init_logging("info");
             let identity = match Identity::load(&settings.state_dir) {
@@ -131,6 +178,42 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+/// `collect`: writes this machine's host snapshot; exit 64 where there is none to take.
+async fn collect(output: Option<&std::path::Path>) -> ExitCode {
+    let snapshot = match wbhealth_agent::host::collect().await {
+        Ok(snapshot) => snapshot,
+        Err(e @ HostFailure::Unavailable) => {
+            eprintln!(
+                "wbhealth-agent: collect works only on Windows, on the Entra Connect sync server ({e}); \
+                 analyse a snapshot taken there with: wbhealth-agent diagnose --snapshot FILE"
+            );
+            return ExitCode::from(64);
+        }
+        Err(e) => return fail(&e),
+    };
+    let text = match serde_json::to_string_pretty(&snapshot) {
+        Ok(text) => text,
+        Err(e) => return fail(&format!("cannot encode the snapshot: {e}")),
+    };
+    match output {
+        None => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Some(path) => match std::fs::write(path, text + "\n") {
+            Ok(()) => {
+                eprintln!(
+                    "host snapshot written to {}; analyse it anywhere with: wbhealth-agent diagnose --snapshot {}",
+                    path.display(),
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("cannot write {}: {e}", path.display())),
+        },
     }
 }
 

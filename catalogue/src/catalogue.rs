@@ -23,6 +23,9 @@ pub enum DataSource {
     LdapAndNetwork,
     /// Microsoft Graph, called by the central server.
     Graph,
+    /// The sync server itself: services, registry, files, the ADSync cmdlets and the
+    /// Application event log, read live on Windows or from a host snapshot.
+    Host,
 }
 
 /// The definition of one check.
@@ -65,6 +68,8 @@ pub static CATALOGUE: LazyLock<Vec<CheckDef>> = LazyLock::new(|| {
         checks::network::CHECKS,
         checks::topology::CHECKS,
         checks::policy::CHECKS,
+        checks::permissions::CHECKS,
+        checks::server::CHECKS,
     ]
     .concat()
 });

@@ -6,9 +6,11 @@
 
 mod catalogue;
 mod checks;
+mod reference;
 mod remediation;
 mod vocabulary;
 
 pub use catalogue::{CATALOGUE, CheckDef, DataSource, find};
+pub use reference::reference_markdown;
 pub use remediation::render;
 pub use vocabulary::{Category, RunsOn, Severity, Status, UnknownValue};

@@ -10,10 +10,14 @@ pub enum ErrorCode {
     InvalidRequest,
     /// No credential, or one that is unknown, expired or revoked.
     Unauthenticated,
+    /// The caller's role may not perform the operation at all (whatever the tenant).
+    Forbidden,
     /// The thing does not exist, or the caller may not see it.
     NotFound,
     /// The request conflicts with what exists (a duplicate name, an agent not connected).
     Conflict,
+    /// Too many failed attempts from this client; try again later.
+    RateLimited,
     /// A dependency such as the database is down.
     Unavailable,
     /// A bug or an unexpected failure; details are only in the server log.
@@ -26,8 +30,10 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -39,8 +45,10 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => S::BAD_REQUEST,
             ErrorCode::Unauthenticated => S::UNAUTHORIZED,
+            ErrorCode::Forbidden => S::FORBIDDEN,
             ErrorCode::NotFound => S::NOT_FOUND,
             ErrorCode::Conflict => S::CONFLICT,
+            ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
         }
@@ -52,8 +60,10 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => C::InvalidArgument,
             ErrorCode::Unauthenticated => C::Unauthenticated,
+            ErrorCode::Forbidden => C::PermissionDenied,
             ErrorCode::NotFound => C::NotFound,
             ErrorCode::Conflict => C::FailedPrecondition,
+            ErrorCode::RateLimited => C::ResourceExhausted,
             ErrorCode::Unavailable => C::Unavailable,
             ErrorCode::Internal => C::Internal,
         }
@@ -64,8 +74,10 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "The request is not valid",
             ErrorCode::Unauthenticated => "Authentication required",
+            ErrorCode::Forbidden => "Forbidden",
             ErrorCode::NotFound => "Not found",
             ErrorCode::Conflict => "Conflict",
+            ErrorCode::RateLimited => "Too many requests",
             ErrorCode::Unavailable => "Service unavailable",
             ErrorCode::Internal => "Internal error",
         }
@@ -80,6 +92,8 @@ pub struct Error {
     pub code: ErrorCode,
     /// What to tell the client. Never internal details for `Internal` or `Unavailable`.
     pub message: String,
+    /// For `RateLimited`: how many seconds to wait, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl Error {
@@ -88,6 +102,7 @@ impl Error {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 

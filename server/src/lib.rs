@@ -35,6 +35,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// The validated configuration.
     pub config: Arc<Config>,
+    /// Failed authentications per client IP, for rate limiting.
+    pub failed_auth: Arc<api::auth::FailedAuth>,
 }
 
 /// A server whose listeners are bound, ready to [`run`](Server::run).
@@ -75,6 +77,7 @@ impl Server {
             store,
             sessions: Sessions::default(),
             config: Arc::new(config),
+            failed_auth: Arc::default(),
         };
         Ok(Server {
             state,
@@ -160,6 +163,8 @@ async fn bootstrap_admin_key(store: &dyn Store) -> anyhow::Result<Option<String>
         .create_first_api_key(NewApiKey {
             name: "initial administrator".into(),
             role: Role::Administrator,
+            tenants: Vec::new(),
+            operations: Vec::new(),
             key_hash: secrets::hash(&key),
             expires_at: None,
         })

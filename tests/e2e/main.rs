@@ -6,9 +6,14 @@
 //! and passes, unless `WBH_TEST_REQUIRE_SERVICES=1` turns that into a failure.
 //! `bash tests/run.sh` installs and starts what the tests need.
 
+mod access_control;
 mod agent_reports;
 mod bad_input;
+mod bench;
 mod diagnose;
+mod directory_checks;
+mod host_snapshot;
+mod network_checks;
 mod peers;
 mod support;
 mod swagger_ui;

@@ -5,8 +5,15 @@
 //! whose facts are missing (a probe could not look) reports `error` with the reason, never
 //! `pass`.
 
+#[cfg(test)]
+pub(crate) mod ad_fixtures;
+pub mod cloudsync;
+pub mod directory;
+pub mod events;
 pub mod network;
+pub mod permissions;
 pub mod policy;
+pub mod server;
 pub mod topology;
 
 use std::time::Duration;
@@ -25,8 +32,57 @@ pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
     (network::DNS_RESOLUTION, network::dns_resolution),
     (network::PASSWORDRESET_HTTPS, network::passwordreset_https),
     (network::SERVICEBUS_RELAY, network::servicebus_relay),
+    (
+        network::SERVICEBUS_MISSING_TOKEN,
+        network::servicebus_missing_token,
+    ),
+    (network::TLS_INSPECTION, network::tls_inspection),
+    (network::CONNECT_ENDPOINTS, network::connect_endpoints),
+    (network::CRL_OCSP, network::crl_ocsp),
+    (network::DC_PORTS, network::dc_ports),
+    (network::IDLE_TIMEOUT, network::idle_timeout),
+    (network::LEGACY_RELAY_PORTS, network::legacy_relay_ports),
     (topology::PDC_EMULATOR, topology::pdc_emulator),
     (policy::MIN_PASSWORD_AGE, policy::min_password_age),
+    (directory::READ_ONLY_DC, directory::read_only_dc),
+    (directory::POLICY_HINTS_CONTROL, directory::policy_hints_control),
+    (directory::FUNCTIONAL_LEVEL, directory::functional_level),
+    (directory::OU_RESERVED_CHARACTERS, directory::ou_reserved_characters),
+    (directory::FINE_GRAINED_MIN_AGE, directory::fine_grained_min_age),
+    (permissions::CONNECTOR_ACCOUNT, permissions::connector_account),
+    (permissions::RESET_PASSWORD, permissions::reset_password),
+    (permissions::CHANGE_PASSWORD, permissions::change_password),
+    (permissions::WRITE_LOCKOUT_TIME, permissions::write_lockout_time),
+    (permissions::WRITE_PWD_LAST_SET, permissions::write_pwd_last_set),
+    (permissions::UNEXPIRE_PASSWORD, permissions::unexpire_password),
+    (permissions::INHERITANCE_BLOCKED, permissions::inheritance_blocked),
+    (permissions::PROTECTED_ACCOUNTS, permissions::protected_accounts),
+    (permissions::CANNOT_CHANGE_PASSWORD, permissions::user_cannot_change_password),
+    (permissions::PRE_WINDOWS_2000_ACCESS, permissions::pre_windows_2000_access),
+    (server::ADSYNC_SERVICE, server::adsync_service),
+    (server::WRITEBACK_ENABLED, server::writeback_enabled),
+    (server::STAGING_MODE, server::staging_mode),
+    (server::CONNECT_VERSION, server::connect_version),
+    (server::AUTO_UPGRADE, server::auto_upgrade),
+    (server::DOTNET_VERSION, server::dotnet_version),
+    (server::OS_SUPPORT, server::os_support),
+    (server::CLOCK_SKEW, server::clock_skew),
+    (server::CONNECT_ON_DC, server::connect_on_dc),
+    (server::RESTRICT_REMOTE_SAM, server::restrict_remote_sam),
+    (server::DOTNET_PROXY, server::dotnet_proxy),
+    (server::TLS12_REGISTRY, server::tls12_registry),
+    (server::INITIAL_SYNC, server::initial_sync),
+    (server::SYNC_SCHEDULER, server::sync_scheduler),
+    (events::WRITEBACK_LISTENER, events::writeback_listener),
+    (events::WRITEBACK_CONFIGURATION, events::writeback_configuration),
+    (events::CONNECTOR_CREDENTIALS, events::connector_credentials),
+    (events::CONNECTOR_PASSWORD_LENGTH, events::connector_password_length),
+    (events::LDAP_SIGN_AND_SEAL, events::ldap_sign_and_seal),
+    (events::FOREST_WRITEBACK_ENABLEMENT, events::forest_writeback_enablement),
+    (events::WRITEBACK_ERRORS, events::writeback_errors),
+    (cloudsync::AGENT_VERSION, cloudsync::agent_version),
+    (cloudsync::AGENT_SERVICES, cloudsync::agent_services),
+    (cloudsync::AGENT_NETWORK_CONFIG, cloudsync::agent_network_config),
 ];
 
 /// Runs every check the agent implements whose id `enabled` accepts, in catalogue order.
@@ -187,7 +243,42 @@ pub(crate) mod fixtures {
                     endpoint(EndpointPurpose::PasswordReset, "passwordreset.microsoftonline.com", "20.190.128.1", 200),
                     endpoint(EndpointPurpose::ServiceBus, "ssprdedicatedsbprodscu.servicebus.windows.net", "20.36.1.1", 401),
                     endpoint(EndpointPurpose::ServiceBus, "ssprdedicatedsbprodncu.servicebus.windows.net", "20.36.2.2", 401),
+                    endpoint(EndpointPurpose::Connect, "login.microsoftonline.com", "20.190.128.2", 200),
                 ],
+                proxy: None,
+                accepted_issuers: vec!["O=Microsoft Corporation".to_owned(), "O=DigiCert".to_owned()],
+                crl: vec![HttpProbe {
+                    host: "crl.microsoft.com".to_owned(),
+                    port: 80,
+                    address: Some(addr("23.0.0.1:80")),
+                    duration: Duration::from_millis(20),
+                    outcome: Ok(200),
+                }],
+                dc_ports: vec![DcPorts {
+                    host: PDC.to_owned(),
+                    roles: vec!["PDC emulator".to_owned()],
+                    ports: Ok(HostPorts {
+                        host: PDC.to_owned(),
+                        address: "10.0.0.6".parse().expect("ip"),
+                        ports: [53, 88, 135, 389, 445, 636]
+                            .map(|port| PortProbe { port, dynamic: false, outcome: PortOutcome::Open })
+                            .into_iter()
+                            .chain([PortProbe { port: 49152, dynamic: true, outcome: PortOutcome::Refused }])
+                            .collect(),
+                    }),
+                }],
+                legacy_relay_ports: Some(vec![HostPorts {
+                    host: "ssprdedicatedsbprodscu.servicebus.windows.net".to_owned(),
+                    address: "20.36.1.1".parse().expect("ip"),
+                    ports: (9350..=9354)
+                        .map(|port| PortProbe { port, dynamic: false, outcome: PortOutcome::Open })
+                        .collect(),
+                }]),
+                idle_hold: Some(IdleHold {
+                    target: "ssprdedicatedsbprodscu.servicebus.windows.net:443".to_owned(),
+                    hold: Duration::from_secs(300),
+                    outcome: IdleHoldOutcome::Survived { http_status: 401 },
+                }),
             },
             directory: Ok(DirectoryFacts {
                 dc: LdapEndpoint { host: "dc1.contoso.com".to_owned(), address: addr("10.0.0.5:636"), security: "ldaps" },
@@ -201,8 +292,19 @@ pub(crate) mod fixtures {
                     reach: PdcReach::Probed { lookup: lookup(PDC, "10.0.0.6"), address: Some(addr("10.0.0.6:636")), outcome: Ok(()) },
                 }),
                 min_pwd_age: Ok(0),
+                ad: super::ad_fixtures::healthy(),
             }),
-            durations: ProbeDurations { network: Duration::from_millis(150), directory: Duration::from_millis(90) },
+            host: Ok(healthy_host()),
+            durations: ProbeDurations { network: Duration::from_millis(150), directory: Duration::from_millis(90), host: Duration::from_millis(5) },
+        }
+    }
+
+    /// The healthy host snapshot fixture (`agent/tests/fixtures/snapshots/healthy.json`).
+    pub fn healthy_host() -> crate::host::HostFacts {
+        crate::host::HostFacts {
+            source: "snapshot healthy.json".to_owned(),
+            snapshot: crate::host::parse_snapshot(include_str!("../../tests/fixtures/snapshots/healthy.json"))
+                .expect("the healthy snapshot fixture parses"),
         }
     }
 
@@ -257,9 +359,15 @@ mod tests {
     fn a_healthy_server_passes_everything_with_empty_remediation() {
         let facts = fixtures::healthy();
         for outcome in evaluate(&facts, &|_| true) {
+            // The healthy sync server has no Cloud Sync agent: those checks do not apply.
+            let expected = if outcome.check.id.starts_with("server.cloudsync_") {
+                Status::NotApplicable
+            } else {
+                Status::Pass
+            };
             assert_eq!(
                 outcome.status,
-                Status::Pass,
+                expected,
                 "{}: {}",
                 outcome.check.id,
                 outcome.summary

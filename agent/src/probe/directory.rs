@@ -31,6 +31,18 @@ pub async fn probe(
     settings: Option<&LdapSettings>,
     resolver: &Resolver,
 ) -> Result<DirectoryFacts, ProbeFailure> {
+    let connector = settings.and_then(|s| s.connector_account.as_deref());
+    probe_with_connector(settings, resolver, connector).await
+}
+
+/// [`probe`], with the connector account named by the caller: the seam through which the host
+/// probe supplies the account it read from the ADSync connector. `None` when nobody knows it;
+/// the permission checks then report `error` saying how to name it.
+pub async fn probe_with_connector(
+    settings: Option<&LdapSettings>,
+    resolver: &Resolver,
+    connector: Option<&str>,
+) -> Result<DirectoryFacts, ProbeFailure> {
     let Some(settings) = settings else {
         return Err(ProbeFailure::new(
             ProbeStep::NotConfigured,
@@ -43,7 +55,7 @@ pub async fn probe(
     let lookup = resolver.lookup(&settings.host).await;
     let address = first_address(&lookup, settings.port)?;
     let mut ldap = connect_and_bind(settings, &settings.host, address, &trust).await?;
-    let facts = read_directory(&mut ldap, settings, address, resolver, &trust).await;
+    let facts = read_directory(&mut ldap, settings, address, resolver, &trust, connector).await;
     unbind(ldap).await;
     facts
 }
@@ -234,6 +246,7 @@ async fn read_directory(
     address: SocketAddr,
     resolver: &Resolver,
     trust: &TrustStore,
+    connector: Option<&str>,
 ) -> Result<DirectoryFacts, ProbeFailure> {
     let host = settings.host.as_str();
     let timeout = settings.timeout;
@@ -285,6 +298,7 @@ async fn read_directory(
             )
         })
     });
+    let ad = super::ad::read(ldap, settings, &naming_context, connector).await;
     let pdc = match role_owner {
         Err(e) => Err(e),
         Ok(role_owner_dn) => {
@@ -312,6 +326,7 @@ async fn read_directory(
         default_naming_context: naming_context,
         pdc,
         min_pwd_age,
+        ad,
     })
 }
 
@@ -488,6 +503,9 @@ mod tests {
             bind_password: SecretString::from("not-used"),
             ca_file: None,
             timeout: Duration::from_secs(2),
+            connector_account: None,
+            scope_dns: Vec::new(),
+            max_users: 500,
         }
     }
 

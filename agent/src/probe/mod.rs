@@ -1,9 +1,10 @@
-//! Probes: they look at the network and the directory and record what they saw as
-//! [`Facts`]. They never judge; the checks in [`crate::checks`] do.
+//! Probes: they look at the network, the directory and the host (see [`crate::host`]) and
+//! record what they saw as [`Facts`]. They never judge; the checks in [`crate::checks`] do.
 //!
 //! A probe never fails as a whole: whatever it could not look at is recorded with the step
 //! that failed, so that the checks can report `error` with the reason.
 
+mod ad;
 pub mod directory;
 pub mod network;
 pub mod tls;
@@ -30,24 +31,55 @@ pub async fn gather(settings: &Settings, host_name: &str) -> Facts {
     let resolver = Resolver::new(&settings.network.dns_servers, settings.network.timeout);
     let network = async {
         let started = Instant::now();
-        let facts = network::probe(&settings.network, &resolver).await;
+        // Ctrl-C ends the opt-in idle-hold probe early; nothing else waits on it.
+        let cancel = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let facts = network::probe(&settings.network, &resolver, cancel).await;
         (facts, started.elapsed())
     };
     let directory = async {
         let started = Instant::now();
         let facts = directory::probe(settings.ldap.as_ref(), &resolver).await;
+        let duration = started.elapsed();
+        // The PDC emulator is known only once the directory has been read (NET-09).
+        let pdc = facts
+            .as_ref()
+            .ok()
+            .and_then(|d| d.pdc.as_ref().ok())
+            .map(|p| p.dns_host_name.as_str());
+        let dc_ports = network::probe_dc_ports(
+            &settings.network,
+            settings.ldap.as_ref().map(|l| l.host.as_str()),
+            pdc,
+            &resolver,
+        )
+        .await;
+        (facts, duration, dc_ports)
+    };
+    let host = async {
+        let started = Instant::now();
+        let facts = crate::host::probe(&settings.host).await;
         (facts, started.elapsed())
     };
-    let ((network, network_duration), (directory, directory_duration)) =
-        tokio::join!(network, directory);
+    let (
+        (mut network, network_duration),
+        (directory, directory_duration, dc_ports),
+        (host, host_duration),
+    ) = tokio::join!(network, directory, host);
+    network.dc_ports = dc_ports;
     Facts {
         host_name: host_name.to_owned(),
         observed_at,
         network,
         directory,
+        host,
         durations: ProbeDurations {
             network: network_duration,
             directory: directory_duration,
+            host: host_duration,
         },
     }
 }

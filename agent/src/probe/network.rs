@@ -1,11 +1,16 @@
 //! The network probe: DNS, TCP, TLS and one HTTP request to each of Microsoft's endpoints.
 //!
 //! Each endpoint host is looked up once (NET-03); then every endpoint is probed concurrently:
-//! TCP connect to its first address, a TLS handshake validated against the machine's trust
-//! store (NET-01, NET-02, NET-07), and `GET /` to see that an HTTP answer comes back. Every
-//! step has the configured time-out, and a failure records the step, not just the text.
+//! TCP connect to its first address (or a `CONNECT` tunnel through the configured proxy), a
+//! TLS handshake validated against the machine's trust store (NET-01, NET-02, NET-07), and
+//! `GET /` to see which HTTP answer comes back (NET-02(b) expects 401 from the relay). The
+//! CRL/OCSP hosts get a plain HTTP `GET` (NET-08), the DCs a TCP connect per port (NET-09),
+//! the relays optionally their legacy ports (NET-10), and one relay optionally the slow
+//! idle-hold probe (NET-04). Every step has the configured time-out, and a failure records
+//! the step, not just the text.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -23,12 +28,14 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::tls::{self, TlsFailureKind, TrustStore};
-use crate::config::{Endpoint, NetworkSettings};
+use crate::config::{Endpoint, NetworkSettings, Proxy};
 use crate::facts::{
-    DnsFailure, DnsFailureKind, DnsLookup, EndpointFailure, EndpointProbe, EndpointPurpose,
-    EndpointStep, NetworkFacts, Resolution, TlsSession,
+    DcPorts, DnsFailure, DnsFailureKind, DnsLookup, EndpointFailure, EndpointProbe,
+    EndpointPurpose, EndpointStep, HostPorts, HttpProbe, IdleHold, IdleHoldOutcome, NetworkFacts,
+    PortOutcome, PortProbe, Resolution, TlsSession,
 };
 
 /// A DNS resolver for the probes: the configured name servers, or the system's configuration.
@@ -201,8 +208,14 @@ fn display_name(name: &Name) -> String {
     text.strip_suffix('.').map(str::to_owned).unwrap_or(text)
 }
 
-/// Looks up every endpoint host once, then probes every endpoint concurrently.
-pub async fn probe(settings: &NetworkSettings, resolver: &Resolver) -> NetworkFacts {
+/// Looks up every endpoint host once, then probes every endpoint concurrently: TLS to the
+/// writeback and Connect endpoints, plain HTTP to the CRL/OCSP hosts, the legacy relay ports
+/// when asked, and the idle-hold probe when asked (`cancel` ends that one early).
+pub async fn probe(
+    settings: &NetworkSettings,
+    resolver: &Resolver,
+    cancel: impl Future<Output = ()>,
+) -> NetworkFacts {
     let endpoints: Vec<(EndpointPurpose, &Endpoint)> = settings
         .passwordreset_endpoints
         .iter()
@@ -213,10 +226,20 @@ pub async fn probe(settings: &NetworkSettings, resolver: &Resolver) -> NetworkFa
                 .iter()
                 .map(|e| (EndpointPurpose::ServiceBus, e)),
         )
+        .chain(
+            settings
+                .connect_endpoints
+                .iter()
+                .map(|e| (EndpointPurpose::Connect, e)),
+        )
         .collect();
 
     let mut hosts: Vec<&str> = Vec::new();
-    for (_, endpoint) in &endpoints {
+    for endpoint in endpoints
+        .iter()
+        .map(|(_, e)| *e)
+        .chain(&settings.crl_endpoints)
+    {
         if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&endpoint.host)) {
             hosts.push(&endpoint.host);
         }
@@ -226,17 +249,254 @@ pub async fn probe(settings: &NetworkSettings, resolver: &Resolver) -> NetworkFa
         .iter()
         .map(|l| (l.host.to_ascii_lowercase(), l))
         .collect();
+    let lookup_of = |host: &str| by_host.get(&host.to_ascii_lowercase()).copied();
 
+    let route = match &settings.proxy {
+        None => Route::Direct,
+        Some(proxy) => Route::Proxy(proxy.clone(), resolve_proxy(proxy, resolver).await),
+    };
     let trust = TrustStore::load(settings.extra_ca_file.as_deref()).map_err(|e| e.to_string());
-    let probes = join_all(endpoints.iter().map(|(purpose, endpoint)| {
-        let lookup = by_host.get(&endpoint.host.to_ascii_lowercase()).copied();
-        probe_endpoint(*purpose, endpoint, lookup, &trust, settings.timeout)
-    }))
-    .await;
+    let timeout = settings.timeout;
+
+    let tls_probes = join_all(endpoints.iter().map(|(purpose, endpoint)| {
+        probe_endpoint(
+            *purpose,
+            endpoint,
+            lookup_of(&endpoint.host),
+            &route,
+            &trust,
+            timeout,
+        )
+    }));
+    let crl_probes = join_all(
+        settings
+            .crl_endpoints
+            .iter()
+            .map(|endpoint| probe_http(endpoint, lookup_of(&endpoint.host), &route, timeout)),
+    );
+    let legacy = async {
+        if !settings.legacy_relay_ports {
+            return None;
+        }
+        let mut relays: Vec<&Endpoint> = Vec::new();
+        for e in &settings.servicebus_endpoints {
+            if !relays.iter().any(|r| r.host.eq_ignore_ascii_case(&e.host)) {
+                relays.push(e);
+            }
+        }
+        let probed = join_all(relays.iter().filter_map(|relay| {
+            let address = *lookup_of(&relay.host)?.addresses().first()?;
+            Some(probe_ports(
+                &relay.host,
+                address,
+                LEGACY_RELAY_PORTS.iter().map(|p| (*p, false)),
+                timeout,
+            ))
+        }))
+        .await;
+        Some(probed)
+    };
+    let idle = async {
+        let hold = settings.idle_hold?;
+        let relay = settings.servicebus_endpoints.first()?;
+        Some(
+            idle_hold(
+                relay,
+                lookup_of(&relay.host),
+                &route,
+                &trust,
+                hold,
+                timeout,
+                cancel,
+            )
+            .await,
+        )
+    };
+    let (endpoints, crl, legacy_relay_ports, idle_hold) =
+        tokio::join!(tls_probes, crl_probes, legacy, idle);
 
     NetworkFacts {
         lookups,
-        endpoints: probes,
+        endpoints,
+        proxy: settings.proxy.as_ref().map(ToString::to_string),
+        accepted_issuers: settings.accepted_issuers.clone(),
+        crl,
+        dc_ports: Vec::new(),
+        legacy_relay_ports,
+        idle_hold,
+    }
+}
+
+/// The legacy Service Bus relay ports that event 32011 still names (NET-10).
+const LEGACY_RELAY_PORTS: [u16; 5] = [9350, 9351, 9352, 9353, 9354];
+
+/// How the probes reach the outside: directly, or through the configured proxy (with its
+/// address, or why it has none).
+enum Route {
+    Direct,
+    Proxy(Proxy, Result<SocketAddr, String>),
+}
+
+async fn resolve_proxy(proxy: &Proxy, resolver: &Resolver) -> Result<SocketAddr, String> {
+    let lookup = resolver.lookup(&proxy.host).await;
+    match &lookup.outcome {
+        Ok(resolution) => resolution
+            .addresses
+            .first()
+            .map(|ip| SocketAddr::new(*ip, proxy.port))
+            .ok_or_else(|| format!("the proxy {proxy} has no address")),
+        Err(e) => Err(format!("the proxy {proxy} does not resolve: {}", e.message)),
+    }
+}
+
+/// The address to connect to for `endpoint`: its own first address when direct, or a
+/// failure saying why there is none.
+fn direct_address(
+    endpoint: &Endpoint,
+    lookup: Option<&DnsLookup>,
+) -> Result<SocketAddr, EndpointFailure> {
+    match lookup.map(|l| &l.outcome) {
+        Some(Ok(resolution)) => resolution
+            .addresses
+            .first()
+            .map(|ip| SocketAddr::new(*ip, endpoint.port))
+            .ok_or_else(|| {
+                failure(
+                    EndpointStep::Dns,
+                    format!("{} has no address", endpoint.host),
+                )
+            }),
+        Some(Err(e)) => {
+            let step = match e.kind {
+                DnsFailureKind::ResolverUnavailable => EndpointStep::Setup,
+                _ => EndpointStep::Dns,
+            };
+            Err(failure(step, e.message.clone()))
+        }
+        None => Err(failure(
+            EndpointStep::Dns,
+            format!("{} has no address", endpoint.host),
+        )),
+    }
+}
+
+/// Opens a TCP stream that leads to `endpoint`: a direct connection, or a `CONNECT` tunnel
+/// through the proxy. Returns the stream and the address connected to.
+async fn open_stream(
+    endpoint: &Endpoint,
+    lookup: Option<&DnsLookup>,
+    route: &Route,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), (Option<SocketAddr>, EndpointFailure)> {
+    match route {
+        Route::Direct => {
+            let address = direct_address(endpoint, lookup).map_err(|f| (None, f))?;
+            let tcp = connect_tcp(address, timeout)
+                .await
+                .map_err(|(step, message)| (Some(address), failure(step, message)))?;
+            Ok((tcp, address))
+        }
+        Route::Proxy(proxy, address) => {
+            let address = proxy_address(proxy, address).map_err(|f| (None, f))?;
+            let tcp = connect_proxy(proxy, address, timeout)
+                .await
+                .map_err(|f| (Some(address), f))?;
+            let tcp = tokio::time::timeout(timeout, tunnel(tcp, proxy, endpoint))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(failure(
+                        EndpointStep::Proxy,
+                        format!(
+                            "the proxy {proxy} did not answer CONNECT {endpoint} within {}s",
+                            timeout.as_secs_f32()
+                        ),
+                    ))
+                })
+                .map_err(|f| (Some(address), f))?;
+            Ok((tcp, address))
+        }
+    }
+}
+
+fn proxy_address(
+    proxy: &Proxy,
+    address: &Result<SocketAddr, String>,
+) -> Result<SocketAddr, EndpointFailure> {
+    address.as_ref().copied().map_err(|message| {
+        let _ = proxy;
+        failure(EndpointStep::Proxy, message.clone())
+    })
+}
+
+async fn connect_proxy(
+    proxy: &Proxy,
+    address: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, EndpointFailure> {
+    connect_tcp(address, timeout).await.map_err(|(_, message)| {
+        failure(
+            EndpointStep::Proxy,
+            format!("cannot reach the proxy {proxy}: {message}"),
+        )
+    })
+}
+
+/// Asks the proxy for a tunnel to `endpoint` with `CONNECT` and reads its answer.
+async fn tunnel(
+    mut tcp: TcpStream,
+    proxy: &Proxy,
+    endpoint: &Endpoint,
+) -> Result<TcpStream, EndpointFailure> {
+    let request = format!(
+        "CONNECT {endpoint} HTTP/1.1\r\nHost: {endpoint}\r\nUser-Agent: wbhealth-agent/{}\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let proxy_failure = |message: String| failure(EndpointStep::Proxy, message);
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| proxy_failure(format!("sending CONNECT to the proxy {proxy} failed: {e}")))?;
+    // Byte by byte, so that nothing of the tunnelled stream is read past the answer's head.
+    let mut head = Vec::with_capacity(128);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err(proxy_failure(format!(
+                "the proxy {proxy} sent an oversized answer to CONNECT"
+            )));
+        }
+        match tcp.read_u8().await {
+            Ok(b) => head.push(b),
+            Err(e) => {
+                return Err(proxy_failure(format!(
+                    "the proxy {proxy} closed the connection without answering CONNECT {endpoint}: {e}"
+                )));
+            }
+        }
+    }
+    let status = parse_status_line(&head)
+        .map_err(|e| proxy_failure(format!("the proxy {proxy} answered CONNECT oddly: {e}")))?;
+    match status {
+        200..=299 => Ok(tcp),
+        code => Err(proxy_status_failure(proxy, endpoint, code)),
+    }
+}
+
+/// The failure for a proxy's refusal to carry a request to `endpoint`.
+fn proxy_status_failure(proxy: &Proxy, endpoint: &Endpoint, code: u16) -> EndpointFailure {
+    match code {
+        403 => failure(
+            EndpointStep::ProxyDenied,
+            format!("the proxy {proxy} denied {endpoint} (HTTP 403): the URL is not allowed"),
+        ),
+        407 => failure(
+            EndpointStep::ProxyAuthRequired,
+            format!(
+                "the proxy {proxy} wants authentication for {endpoint} (HTTP 407); the sync server's .NET proxy settings need useDefaultCredentials=\"true\""
+            ),
+        ),
+        code => failure(
+            EndpointStep::Proxy,
+            format!("the proxy {proxy} could not carry {endpoint} (HTTP {code})"),
+        ),
     }
 }
 
@@ -244,6 +504,7 @@ async fn probe_endpoint(
     purpose: EndpointPurpose,
     endpoint: &Endpoint,
     lookup: Option<&DnsLookup>,
+    route: &Route,
     trust: &Result<TrustStore, String>,
     timeout: Duration,
 ) -> EndpointProbe {
@@ -256,32 +517,22 @@ async fn probe_endpoint(
         duration: Duration::ZERO,
         outcome: Err(failure(EndpointStep::Setup, "not probed")),
     };
-    let address = match lookup.map(|l| &l.outcome) {
-        Some(Ok(resolution)) => resolution
-            .addresses
-            .first()
-            .map(|ip| SocketAddr::new(*ip, endpoint.port)),
-        Some(Err(e)) => {
-            let step = match e.kind {
-                DnsFailureKind::ResolverUnavailable => EndpointStep::Setup,
-                _ => EndpointStep::Dns,
-            };
-            probe.outcome = Err(failure(step, e.message.clone()));
+    let trust = match trust {
+        Ok(trust) => trust,
+        Err(reason) => {
+            probe.outcome = Err(failure(EndpointStep::Setup, reason.clone()));
             return probe;
         }
-        None => None,
     };
-    let Some(address) = address else {
-        probe.outcome = Err(failure(
-            EndpointStep::Dns,
-            format!("{} has no address", endpoint.host),
-        ));
-        return probe;
-    };
-    probe.address = Some(address);
-    probe.outcome = match trust {
-        Err(reason) => Err(failure(EndpointStep::Setup, reason.clone())),
-        Ok(trust) => handshake(endpoint, address, trust, timeout).await,
+    probe.outcome = match open_stream(endpoint, lookup, route, timeout).await {
+        Err((address, e)) => {
+            probe.address = address;
+            Err(e)
+        }
+        Ok((tcp, address)) => {
+            probe.address = Some(address);
+            session(tcp, endpoint, address, trust, timeout).await
+        }
     };
     probe.duration = started.elapsed();
     probe
@@ -296,12 +547,27 @@ fn failure(step: EndpointStep, message: impl Into<String>) -> EndpointFailure {
 }
 
 /// Connects over TCP, then establishes TLS, then asks `GET /`.
+#[cfg(test)]
 async fn handshake(
     endpoint: &Endpoint,
     address: SocketAddr,
     trust: &TrustStore,
     timeout: Duration,
 ) -> Result<TlsSession, EndpointFailure> {
+    let tcp = connect_tcp(address, timeout)
+        .await
+        .map_err(|(step, message)| failure(step, message))?;
+    session(tcp, endpoint, address, trust, timeout).await
+}
+
+/// Establishes TLS over `tcp`, validating the chain against `trust`.
+async fn open_tls(
+    tcp: TcpStream,
+    endpoint: &Endpoint,
+    address: SocketAddr,
+    trust: &TrustStore,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, EndpointFailure> {
     let (config, recorder) = trust
         .client_config()
         .map_err(|e| failure(EndpointStep::Setup, e.to_string()))?;
@@ -311,23 +577,15 @@ async fn handshake(
             format!("{:?} is not a valid DNS name: {e}", endpoint.host),
         )
     })?;
-
-    let tcp = connect_tcp(address, timeout)
-        .await
-        .map_err(|(step, message)| failure(step, message))?;
-
     let connector = TlsConnector::from(config);
-    let mut stream = match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await
-    {
-        Err(_) => {
-            return Err(failure(
-                EndpointStep::TlsHandshake,
-                format!(
-                    "no TLS handshake with {address} within {}s",
-                    timeout.as_secs_f32()
-                ),
-            ));
-        }
+    match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
+        Err(_) => Err(failure(
+            EndpointStep::TlsHandshake,
+            format!(
+                "no TLS handshake with {address} within {}s",
+                timeout.as_secs_f32()
+            ),
+        )),
         Ok(Err(e)) => {
             let presented = recorder.presented();
             let (step, message) = match tls::classify(&e) {
@@ -350,15 +608,25 @@ async fn handshake(
                     format!("TLS handshake failed: {e}"),
                 ),
             };
-            return Err(EndpointFailure {
+            Err(EndpointFailure {
                 step,
                 message,
                 presented,
-            });
+            })
         }
-        Ok(Ok(stream)) => stream,
-    };
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
 
+/// Establishes TLS over `tcp`, then asks `GET /` and records the session.
+async fn session(
+    tcp: TcpStream,
+    endpoint: &Endpoint,
+    address: SocketAddr,
+    trust: &TrustStore,
+    timeout: Duration,
+) -> Result<TlsSession, EndpointFailure> {
+    let mut stream = open_tls(tcp, endpoint, address, trust, timeout).await?;
     let (_, connection) = stream.get_ref();
     let protocol = tls::protocol_name(connection.protocol_version());
     let cipher_suite = connection
@@ -371,10 +639,12 @@ async fn handshake(
         .and_then(|leaf| super::x509::subject_and_issuer(leaf))
         .unwrap_or_default();
 
-    let http_status = match tokio::time::timeout(timeout, http_get(&mut stream, endpoint)).await {
-        Err(_) => Err(format!("no HTTP answer within {}s", timeout.as_secs_f32())),
-        Ok(result) => result,
-    };
+    let request = get_request("/", &host_header(endpoint, 443));
+    let http_status =
+        match tokio::time::timeout(timeout, http_exchange(&mut stream, &request)).await {
+            Err(_) => Err(format!("no HTTP answer within {}s", timeout.as_secs_f32())),
+            Ok(result) => result,
+        };
     // A polite close; the answer is already in hand, so a failure here changes nothing.
     let _ = stream.shutdown().await;
 
@@ -385,6 +655,265 @@ async fn handshake(
         peer_issuer,
         http_status,
     })
+}
+
+/// NET-08: a plain HTTP `GET /`, where any HTTP answer from the host means reachable.
+async fn probe_http(
+    endpoint: &Endpoint,
+    lookup: Option<&DnsLookup>,
+    route: &Route,
+    timeout: Duration,
+) -> HttpProbe {
+    let started = Instant::now();
+    let mut probe = HttpProbe {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        address: None,
+        duration: Duration::ZERO,
+        outcome: Err(failure(EndpointStep::Setup, "not probed")),
+    };
+    // Through a proxy, plain HTTP is an absolute-form request to the proxy, not a tunnel.
+    let (tcp, request, proxy) = match route {
+        Route::Direct => match direct_address(endpoint, lookup) {
+            Err(e) => {
+                probe.outcome = Err(e);
+                return probe;
+            }
+            Ok(address) => {
+                probe.address = Some(address);
+                match connect_tcp(address, timeout).await {
+                    Err((step, message)) => {
+                        probe.outcome = Err(failure(step, message));
+                        probe.duration = started.elapsed();
+                        return probe;
+                    }
+                    Ok(tcp) => (tcp, get_request("/", &host_header(endpoint, 80)), None),
+                }
+            }
+        },
+        Route::Proxy(proxy, address) => {
+            let address = match proxy_address(proxy, address) {
+                Ok(address) => address,
+                Err(e) => {
+                    probe.outcome = Err(e);
+                    return probe;
+                }
+            };
+            probe.address = Some(address);
+            match connect_proxy(proxy, address, timeout).await {
+                Err(e) => {
+                    probe.outcome = Err(e);
+                    probe.duration = started.elapsed();
+                    return probe;
+                }
+                Ok(tcp) => (
+                    tcp,
+                    get_request(
+                        &format!("http://{}/", host_header(endpoint, 80)),
+                        &host_header(endpoint, 80),
+                    ),
+                    Some(proxy),
+                ),
+            }
+        }
+    };
+    let mut tcp = tcp;
+    let answer = tokio::time::timeout(timeout, http_exchange(&mut tcp, &request)).await;
+    probe.outcome = match (answer, proxy) {
+        (Err(_), _) => Err(failure(
+            EndpointStep::Http,
+            format!(
+                "no HTTP answer from {} within {}s",
+                probe.target(),
+                timeout.as_secs_f32()
+            ),
+        )),
+        (Ok(Err(message)), _) => Err(failure(EndpointStep::Http, message)),
+        // A proxy speaks for itself with these; the host was never reached.
+        (Ok(Ok(code @ (403 | 407 | 502 | 503 | 504))), Some(proxy)) => {
+            Err(proxy_status_failure(proxy, endpoint, code))
+        }
+        (Ok(Ok(code)), _) => Ok(code),
+    };
+    probe.duration = started.elapsed();
+    probe
+}
+
+/// TCP connects to each of `ports` (with whether it is a dynamic-range sample) of `address`.
+async fn probe_ports(
+    host: &str,
+    address: IpAddr,
+    ports: impl Iterator<Item = (u16, bool)>,
+    timeout: Duration,
+) -> HostPorts {
+    let probes = join_all(ports.map(|(port, dynamic)| async move {
+        let outcome = match connect_tcp(SocketAddr::new(address, port), timeout).await {
+            Ok(_) => PortOutcome::Open,
+            Err((EndpointStep::TcpRefused, _)) => PortOutcome::Refused,
+            Err((EndpointStep::TcpTimeout, _)) => PortOutcome::TimedOut,
+            Err((_, message)) => PortOutcome::Error(message),
+        };
+        PortProbe {
+            port,
+            dynamic,
+            outcome,
+        }
+    }))
+    .await;
+    HostPorts {
+        host: host.to_owned(),
+        address,
+        ports: probes,
+    }
+}
+
+/// NET-09: the DC ports of the configured DC and the PDC emulator (one entry when they are
+/// the same machine). Direct, never through the proxy: DCs are on the inside.
+pub async fn probe_dc_ports(
+    settings: &NetworkSettings,
+    configured_dc: Option<&str>,
+    pdc: Option<&str>,
+    resolver: &Resolver,
+) -> Vec<DcPorts> {
+    let mut dcs: Vec<(String, Vec<String>)> = Vec::new();
+    for (host, role) in [(configured_dc, "configured DC"), (pdc, "PDC emulator")] {
+        let Some(host) = host else { continue };
+        match dcs.iter_mut().find(|(h, _)| h.eq_ignore_ascii_case(host)) {
+            Some((_, roles)) => roles.push(role.to_owned()),
+            None => dcs.push((host.to_owned(), vec![role.to_owned()])),
+        }
+    }
+    let ports: Vec<(u16, bool)> = settings
+        .dc_ports
+        .iter()
+        .map(|p| (*p, false))
+        .chain(settings.dc_dynamic_ports.iter().map(|p| (*p, true)))
+        .collect();
+    join_all(dcs.into_iter().map(|(host, roles)| {
+        let ports = ports.clone();
+        async move {
+            let lookup = resolver.lookup(&host).await;
+            let probed = match lookup.addresses().first() {
+                Some(address) => {
+                    Ok(probe_ports(&host, *address, ports.into_iter(), settings.timeout).await)
+                }
+                None => Err(match &lookup.outcome {
+                    Err(e) => e.message.clone(),
+                    Ok(_) => format!("{host} has no address"),
+                }),
+            };
+            DcPorts {
+                host,
+                roles,
+                ports: probed,
+            }
+        }
+    }))
+    .await
+}
+
+/// NET-04: opens a TLS session to the relay, keeps it idle for `hold` (showing progress on
+/// stderr), then sends a request on it. A close or reset while idle, or no answer after it,
+/// means something in the path drops idle connections. `cancel` (Ctrl-C) ends it early.
+async fn idle_hold(
+    relay: &Endpoint,
+    lookup: Option<&DnsLookup>,
+    route: &Route,
+    trust: &Result<TrustStore, String>,
+    hold: Duration,
+    timeout: Duration,
+    cancel: impl Future<Output = ()>,
+) -> IdleHold {
+    let target = relay.to_string();
+    let outcome = async {
+        let trust = trust
+            .as_ref()
+            .map_err(|reason| failure(EndpointStep::Setup, reason.clone()))?;
+        let (tcp, address) = open_stream(relay, lookup, route, timeout)
+            .await
+            .map_err(|(_, e)| e)?;
+        open_tls(tcp, relay, address, trust, timeout).await
+    }
+    .await;
+    let mut stream = match outcome {
+        Ok(stream) => stream,
+        Err(failure) => {
+            return IdleHold {
+                target,
+                hold,
+                outcome: IdleHoldOutcome::NotStarted { failure },
+            };
+        }
+    };
+
+    eprintln!(
+        "idle-hold: TLS session to {target} open; staying idle for {} (Ctrl-C to stop)",
+        clock(hold)
+    );
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + hold;
+    let step = (hold / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + step, step);
+    tokio::pin!(cancel);
+    let mut byte = [0u8; 1];
+    let dropped = loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break None,
+            () = &mut cancel => {
+                eprintln!("idle-hold: cancelled after {}", clock(started.elapsed()));
+                return IdleHold {
+                    target,
+                    hold,
+                    outcome: IdleHoldOutcome::Cancelled { after: started.elapsed() },
+                };
+            }
+            _ = ticks.tick() => {
+                eprintln!("idle-hold: {} of {} idle on {target}", clock(started.elapsed()), clock(hold));
+            }
+            read = stream.read(&mut byte) => match read {
+                Ok(0) => break Some("the connection was closed while idle".to_owned()),
+                Err(e) => break Some(format!("the connection was reset while idle: {e}")),
+                // Unasked data (a TLS record the peer sent) is no sign of a drop.
+                Ok(_) => {}
+            },
+        }
+    };
+    let outcome = match dropped {
+        Some(how) => IdleHoldOutcome::Dropped {
+            after: started.elapsed(),
+            how,
+        },
+        None => {
+            let request = get_request("/", &host_header(relay, 443));
+            match tokio::time::timeout(timeout, http_exchange(&mut stream, &request)).await {
+                Ok(Ok(http_status)) => IdleHoldOutcome::Survived { http_status },
+                Ok(Err(e)) => IdleHoldOutcome::Dropped {
+                    after: started.elapsed(),
+                    how: format!("after the idle time the session carried no request: {e}"),
+                },
+                Err(_) => IdleHoldOutcome::Dropped {
+                    after: started.elapsed(),
+                    how: format!(
+                        "after the idle time no answer came within {}s (the connection was silently dropped?)",
+                        timeout.as_secs_f32()
+                    ),
+                },
+            }
+        }
+    };
+    let _ = stream.shutdown().await;
+    eprintln!("idle-hold: done after {}", clock(started.elapsed()));
+    IdleHold {
+        target,
+        hold,
+        outcome,
+    }
+}
+
+/// `m:ss`.
+fn clock(d: Duration) -> String {
+    let secs = d.as_secs();
+    format!("{}:{:02}", secs / 60, secs % 60)
 }
 
 /// Connects, telling a refusal (RST) from a time-out (dropped packets).
@@ -418,20 +947,28 @@ async fn connect_tcp(
     }
 }
 
-/// Sends a minimal `GET /` and returns the status code of the answer.
-async fn http_get<S>(stream: &mut S, endpoint: &Endpoint) -> Result<u16, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let host = if endpoint.port == 443 {
+/// The `Host` header for `endpoint`: the port is left out when it is the scheme's default.
+fn host_header(endpoint: &Endpoint, default_port: u16) -> String {
+    if endpoint.port == default_port {
         endpoint.host.clone()
     } else {
         endpoint.to_string()
-    };
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wbhealth-agent/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+    }
+}
+
+/// A minimal `GET` request for `target` (a path, or an absolute URL for a proxy).
+fn get_request(target: &str, host: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wbhealth-agent/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
-    );
+    )
+}
+
+/// Sends `request` and returns the status code of the answer.
+async fn http_exchange<S>(stream: &mut S, request: &str) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream
         .write_all(request.as_bytes())
         .await
@@ -564,6 +1101,26 @@ mod tests {
         );
     }
 
+    /// Settings that probe nothing, to be filled in by each test.
+    fn test_settings() -> NetworkSettings {
+        NetworkSettings {
+            dns_servers: vec!["127.0.0.1:9".parse().expect("addr")],
+            extra_ca_file: None,
+            passwordreset_endpoints: vec![],
+            servicebus_endpoints: vec![],
+            connect_endpoints: vec![],
+            crl_endpoints: vec![],
+            accepted_issuers: vec![],
+            dc_ports: vec![],
+            dc_dynamic_ports: vec![],
+            legacy_relay_ports: false,
+            proxy: None,
+            idle_hold: None,
+            idle_hold_duration: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     fn endpoint(host: &str, port: u16) -> Endpoint {
         Endpoint {
             host: host.to_owned(),
@@ -641,10 +1198,10 @@ mod tests {
             // An IP literal skips DNS; the certificate names passwordreset.test, not the address.
             passwordreset_endpoints: vec![endpoint("127.0.0.1", address.port())],
             servicebus_endpoints: vec![],
-            timeout: Duration::from_secs(5),
+            ..test_settings()
         };
         let resolver = Resolver::new(&settings.dns_servers, settings.timeout);
-        let facts = probe(&settings, &resolver).await;
+        let facts = probe(&settings, &resolver, std::future::pending()).await;
         assert_eq!(facts.lookups.len(), 1);
         assert_eq!(facts.endpoints.len(), 1);
         let probe = &facts.endpoints[0];
@@ -673,6 +1230,7 @@ mod tests {
             EndpointPurpose::PasswordReset,
             &endpoint("passwordreset.test", 443),
             Some(&lookup),
+            &Route::Direct,
             &Ok(trust),
             Duration::from_secs(1),
         )
@@ -682,5 +1240,31 @@ mod tests {
             probe.outcome.expect_err("no address").step,
             EndpointStep::Dns
         );
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_to_a_patient_server_survives_the_hold() {
+        let address = tls_server().await;
+        let (_dir, trust) = trust_with_test_ca();
+        let relay = endpoint("passwordreset.test", address.port());
+        let lookup = DnsLookup {
+            host: relay.host.clone(),
+            duration: Duration::ZERO,
+            outcome: Ok(Resolution {
+                cname_chain: vec![],
+                addresses: vec![address.ip()],
+            }),
+        };
+        let hold = idle_hold(
+            &relay,
+            Some(&lookup),
+            &Route::Direct,
+            &Ok(trust),
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(hold.outcome, IdleHoldOutcome::Survived { http_status: 401 });
     }
 }

@@ -3,7 +3,9 @@
 //! categories live here.
 
 pub(crate) mod network;
+pub(crate) mod permissions;
 pub(crate) mod policy;
+pub(crate) mod server;
 pub(crate) mod topology;
 
 /// A Microsoft Learn page cited by several checks.

@@ -1,64 +1,267 @@
-//! Authentication of REST callers: `Authorization: Bearer <API key>` on every `/api/v1` route
-//! except the OpenAPI document.
+//! Authentication of REST callers: `Authorization: Bearer <credential>` on every `/api/v1`
+//! route except the OpenAPI document, turned into a [`Principal`] that handlers authorize with
+//! [`Principal::require`] and whose [`TenantScope`] they hand to the store.
+//!
+//! Today the only credential is an API key (`wbh_key_…`). JWTs (server sessions and external
+//! OIDC providers) plug in at [`authenticate`]: validate the token, find or map the user, and
+//! build the principal with [`Principal::from_user`]; nothing after that point changes.
+//!
+//! Failed authentication is rate-limited per client IP ([`FailedAuth`]): after
+//! [`MAX_FAILURES`] failures within a minute, every request that presents a credential from
+//! that address is answered 429 with `Retry-After` until the minute is over.
 
-use axum::extract::{Request, State};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::AppState;
-use crate::domain::{ApiKeyId, Role, TenantScope, secrets};
+use crate::domain::{
+    ApiKey, AuditAction, NewAuditEvent, Operation, Role, TenantId, TenantScope, User, authorize,
+    secrets,
+};
 use crate::error::{Error, ErrorCode};
 use crate::storage::StoreError;
 
-/// Who is calling, and what they may see.
+/// Failed authentications allowed per client IP per [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: u32 = 10;
+/// The window over which failures are counted.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Beyond this many tracked addresses, expired entries are dropped.
+const MAX_TRACKED: usize = 10_000;
+
+/// What kind of credential a principal authenticated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// An API key.
+    ApiKey,
+    /// A user (through a JWT, once sessions and OIDC exist).
+    User,
+}
+
+/// Who is calling, what they may do and which tenants they may see.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The API key used.
-    pub key_id: ApiKeyId,
-    /// Its name, for logs.
+    /// The API key's or user's id, as recorded in the audit log.
+    pub id: Uuid,
+    /// What it authenticated with.
+    pub kind: PrincipalKind,
+    /// Its name, for logs and the audit log.
     pub name: String,
     /// What it may do.
     pub role: Role,
-    /// The tenants it may see.
+    /// For an integration, the operations its key names.
+    pub operations: Vec<Operation>,
+    /// The tenants it may see; the store enforces it.
     pub scope: TenantScope,
+    /// Where the request came from, when known.
+    pub client_ip: Option<IpAddr>,
 }
 
-/// Middleware: finds the caller's key, or answers 401 with a problem document.
+/// The scope of a role with these assignments.
+fn scope_of(role: Role, tenants: Vec<TenantId>) -> TenantScope {
+    match role {
+        Role::Administrator => TenantScope::All,
+        Role::Technician | Role::Viewer | Role::Integration => TenantScope::Only(tenants),
+    }
+}
+
+impl Principal {
+    /// The principal of a valid API key.
+    pub fn from_api_key(key: ApiKey, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            id: key.id.0,
+            kind: PrincipalKind::ApiKey,
+            name: key.name,
+            role: key.role,
+            operations: key.operations,
+            scope: scope_of(key.role, key.tenants),
+            client_ip,
+        }
+    }
+
+    /// The principal of an authenticated user. Used once JWT sessions or OIDC exist.
+    pub fn from_user(user: User, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            id: user.id.0,
+            kind: PrincipalKind::User,
+            name: user.name,
+            role: user.role,
+            operations: Vec::new(),
+            scope: scope_of(user.role, user.tenants),
+            client_ip,
+        }
+    }
+
+    /// `Forbidden` unless the principal may perform `op` (on the tenants in its scope).
+    pub fn require(&self, op: Operation) -> Result<(), Error> {
+        if authorize(self.role, Some(&self.operations), op) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "a {} credential may not perform {}",
+                    self.role.as_str(),
+                    op.as_str()
+                ),
+            ))
+        }
+    }
+
+    /// An audit event for a change this principal made.
+    pub fn audit_event(
+        &self,
+        action: AuditAction,
+        tenant_id: Option<TenantId>,
+        target_id: Option<Uuid>,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            principal_id: self.id,
+            principal_name: self.name.clone(),
+            action,
+            tenant_id,
+            target_id,
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
+        }
+    }
+}
+
+/// Failed authentications per client IP, in fixed one-minute windows. Kept in memory per
+/// process: behind several replicas a client gets up to [`MAX_FAILURES`] per replica.
+#[derive(Debug, Default)]
+pub struct FailedAuth {
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailedAuth {
+    /// `Err(seconds to wait)` when `ip` has used up its failures in the current window.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        match windows.get(&ip) {
+            Some(&(start, failures))
+                if failures >= MAX_FAILURES && now.duration_since(start) < FAILURE_WINDOW =>
+            {
+                let left = FAILURE_WINDOW.saturating_sub(now.duration_since(start));
+                Err(left.as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failure of `ip`.
+    pub fn record(&self, ip: IpAddr, now: Instant) {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= MAX_TRACKED {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
+        }
+        let entry = windows.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+/// Middleware: authenticates the caller and stores its [`Principal`] in the request, or
+/// answers 401 (429 after too many failures) with a problem document.
 pub async fn require_principal(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, Error> {
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let principal = authenticate(&state, request.headers(), client_ip).await?;
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+/// Turns the request's credential into a principal. The one place credentials are read.
+async fn authenticate(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    client_ip: Option<IpAddr>,
+) -> Result<Principal, Error> {
     let refuse = |message: &str| Error::new(ErrorCode::Unauthenticated, message);
-    let header = request
-        .headers()
+    let header = headers
         .get(http::header::AUTHORIZATION)
         .ok_or_else(|| refuse("send Authorization: Bearer <API key>"))?;
-    let key = header
+    if let Some(ip) = client_ip {
+        state
+            .failed_auth
+            .check(ip, Instant::now())
+            .map_err(|seconds| {
+                let mut e = Error::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many failed authentications from this address; try again in {seconds} s"
+                    ),
+                );
+                e.retry_after = Some(seconds);
+                e
+            })?;
+    }
+    let fail = |message: &str| {
+        if let Some(ip) = client_ip {
+            state.failed_auth.record(ip, Instant::now());
+        }
+        tracing::warn!(client_ip = ?client_ip, "authentication failed");
+        refuse(message)
+    };
+    let Some(credential) = header
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| refuse("the Authorization header must be: Bearer <API key>"))?;
+    else {
+        return Err(fail("the Authorization header must be: Bearer <API key>"));
+    };
+    // JWTs (sessions, OIDC) will be recognised here and end in `Principal::from_user`.
     let now = OffsetDateTime::now_utc();
-    let stored = match state.store.use_api_key(&secrets::hash(key), now).await {
-        Ok(stored) => stored,
-        Err(StoreError::NotFound) => return Err(refuse("the API key is not valid")),
+    let key = match state
+        .store
+        .use_api_key(&secrets::hash(credential), now)
+        .await
+    {
+        Ok(key) => key,
+        Err(StoreError::NotFound) => return Err(fail("the API key is not valid")),
         Err(e) => return Err(Error::from_store(e, "API key")),
     };
-    if stored.revoked_at.is_some() || stored.expires_at.is_some_and(|at| at <= now) {
-        return Err(refuse("the API key is not valid"));
+    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
+        return Err(fail("the API key is not valid"));
     }
-    let scope = match stored.role {
-        Role::Administrator => TenantScope::All,
-    };
-    request.extensions_mut().insert(Principal {
-        key_id: stored.id,
-        name: stored.name,
-        role: stored.role,
-        scope,
-    });
-    Ok(next.run(request).await)
+    Ok(Principal::from_api_key(key, client_ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_beyond_the_limit_wait_for_the_window() {
+        let limiter = FailedAuth::default();
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let other: IpAddr = [192, 0, 2, 2].into();
+        let start = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(limiter.check(ip, start), Ok(()));
+            limiter.record(ip, start);
+        }
+        assert_eq!(limiter.check(ip, start), Err(60));
+        assert_eq!(limiter.check(other, start), Ok(()));
+        let later = start + FAILURE_WINDOW;
+        assert_eq!(limiter.check(ip, later), Ok(()));
+        limiter.record(ip, later);
+        assert_eq!(limiter.check(ip, later), Ok(()));
+    }
 }

@@ -1,14 +1,17 @@
 //! The check catalogue, as clients see it.
 
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wbhealth_catalogue::{CATALOGUE, Category, CheckDef, DataSource, RunsOn, Severity};
 
+use super::auth::Principal;
 use super::problem::Problem;
 use crate::AppState;
+use crate::domain::Operation;
+use crate::error::Error;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_checks))
@@ -66,8 +69,13 @@ impl From<&CheckDef> for CheckView {
     responses(
         (status = 200, description = "The catalogue, in report order", body = Vec<CheckView>),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_checks() -> Json<Vec<CheckView>> {
-    Json(CATALOGUE.iter().map(Into::into).collect())
+async fn list_checks(
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<CheckView>>, Error> {
+    principal.require(Operation::ReadChecks)?;
+    Ok(Json(CATALOGUE.iter().map(Into::into).collect()))
 }

@@ -11,10 +11,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::audit;
 use super::auth::Principal;
 use super::problem::{Json, Path, Problem};
 use crate::AppState;
-use crate::domain::{EnrollmentToken, EnrollmentTokenId, NewEnrollmentToken, TenantId, secrets};
+use crate::domain::{
+    AuditAction, EnrollmentToken, EnrollmentTokenId, NewEnrollmentToken, Operation, TenantId,
+    secrets,
+};
 use crate::error::Error;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -99,6 +103,8 @@ pub struct CreatedEnrollmentToken {
         (status = 201, description = "Created; the secret is in `token` and is not shown again", body = CreatedEnrollmentToken),
         (status = 400, description = "Malformed body or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -108,6 +114,7 @@ async fn create_token(
     Path(tenant_id): Path<Uuid>,
     Json(body): Json<CreateEnrollmentToken>,
 ) -> Result<(StatusCode, ResponseJson<CreatedEnrollmentToken>), Error> {
+    principal.require(Operation::ManageEnrollmentTokens)?;
     let hours = body.expires_in_hours.unwrap_or(24);
     if !(1..=720).contains(&hours) {
         return Err(Error::invalid(format!(
@@ -142,6 +149,15 @@ async fn create_token(
         )
         .await
         .map_err(|e| Error::from_store(e, format_args!("tenant {tenant}")))?;
+    audit::record(
+        &state,
+        principal.audit_event(
+            AuditAction::EnrollmentTokenCreated,
+            Some(tenant),
+            Some(token.id.0),
+        ),
+    )
+    .await?;
     tracing::info!(tenant_id = %tenant, token_id = %token.id, by = %principal.name, "enrollment token created");
     Ok((
         StatusCode::CREATED,
@@ -162,6 +178,8 @@ async fn create_token(
         (status = 200, description = "The tokens, oldest first", body = Vec<EnrollmentTokenView>),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -170,6 +188,7 @@ async fn list_tokens(
     Extension(principal): Extension<Principal>,
     Path(tenant_id): Path<Uuid>,
 ) -> Result<ResponseJson<Vec<EnrollmentTokenView>>, Error> {
+    principal.require(Operation::ReadEnrollmentTokens)?;
     let tenant = TenantId(tenant_id);
     let tokens = state
         .store
@@ -192,6 +211,8 @@ async fn list_tokens(
         (status = 200, description = "Revoked (revoking again keeps the first time)", body = EnrollmentTokenView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such token in this tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -200,6 +221,7 @@ async fn revoke_token(
     Extension(principal): Extension<Principal>,
     Path((tenant_id, token_id)): Path<(Uuid, Uuid)>,
 ) -> Result<ResponseJson<EnrollmentTokenView>, Error> {
+    principal.require(Operation::ManageEnrollmentTokens)?;
     let (tenant, id) = (TenantId(tenant_id), EnrollmentTokenId(token_id));
     let token = state
         .store
@@ -208,6 +230,15 @@ async fn revoke_token(
         .map_err(|e| {
             Error::from_store(e, format_args!("enrollment token {id} in tenant {tenant}"))
         })?;
+    audit::record(
+        &state,
+        principal.audit_event(
+            AuditAction::EnrollmentTokenRevoked,
+            Some(tenant),
+            Some(id.0),
+        ),
+    )
+    .await?;
     tracing::info!(tenant_id = %tenant, token_id = %id, by = %principal.name, "enrollment token revoked");
     Ok(ResponseJson(token.into()))
 }

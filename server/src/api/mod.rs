@@ -4,6 +4,8 @@
 //! Each submodule owns its routes and their OpenAPI description. Every route under `/api/v1`
 //! passes through [`auth::require_principal`]; only the OpenAPI document is public.
 
+mod api_keys;
+mod audit;
 pub mod auth;
 mod checks;
 mod enrollment;
@@ -12,6 +14,7 @@ mod page;
 pub mod problem;
 mod status;
 mod tenants;
+mod users;
 
 use axum::Router;
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -29,7 +32,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 #[openapi(
     info(
         title = "wbhealth",
-        description = "Password-writeback health for the fleets that MSPs run. Every route needs `Authorization: Bearer <API key>`; errors are RFC 9457 problem documents.",
+        description = "Password-writeback health for the fleets that MSPs run. Every route needs `Authorization: Bearer <API key>`; what a key may do depends on its role (administrator, technician, viewer, integration) and the tenants assigned to it. A tenant or object outside the caller's tenants answers 404, exactly as one that does not exist; an operation the role may not perform answers 403. Errors are RFC 9457 problem documents.",
         license(name = "Apache-2.0"),
     ),
     modifiers(&BearerAuth),
@@ -39,6 +42,8 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "enrollment", description = "Enrollment tokens that agents trade for credentials"),
         (name = "status", description = "Check results per tenant and across the fleet"),
         (name = "checks", description = "The check catalogue"),
+        (name = "access", description = "API keys, users and their tenant assignments (administrators)"),
+        (name = "audit", description = "Every change made through the API (administrators)"),
     )
 )]
 struct ApiDoc;
@@ -66,6 +71,9 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(enrollment::routes())
         .merge(status::routes())
         .merge(checks::routes())
+        .merge(api_keys::routes())
+        .merge(users::routes())
+        .merge(audit::routes())
 }
 
 /// The OpenAPI document of the REST API.
@@ -120,7 +128,7 @@ mod tests {
     }
 
     #[test]
-    fn every_operation_requires_the_bearer_key_and_documents_401() {
+    fn every_operation_requires_the_bearer_key_and_documents_its_refusals() {
         let doc = super::openapi();
         assert!(
             doc.security.as_ref().is_some_and(|s| !s.is_empty()),
@@ -135,10 +143,12 @@ mod tests {
                 ("patch", &item.patch),
             ] {
                 if let Some(op) = op {
-                    assert!(
-                        op.responses.responses.contains_key("401"),
-                        "{method} {path} does not document 401"
-                    );
+                    for status in ["401", "403", "429"] {
+                        assert!(
+                            op.responses.responses.contains_key(status),
+                            "{method} {path} does not document {status}"
+                        );
+                    }
                 }
             }
         }

@@ -35,6 +35,7 @@ pub struct Problem {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.code.http_status();
+        let retry_after = self.retry_after;
         let problem = Problem {
             kind: format!("urn:wbhealth:problem:{}", self.code.as_str()),
             title: self.code.title().to_owned(),
@@ -47,6 +48,11 @@ impl IntoResponse for Error {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
         if self.code == ErrorCode::Unauthenticated {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,

@@ -17,7 +17,7 @@ use super::auth::Principal;
 use super::problem::{Path, Problem};
 use super::tenants::{AgentView, TenantView};
 use crate::AppState;
-use crate::domain::{AgentId, LatestResult, TenantId};
+use crate::domain::{AgentId, LatestResult, Operation, TenantId};
 use crate::error::Error;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -164,6 +164,8 @@ fn worst(statuses: impl IntoIterator<Item = Status>) -> Option<Status> {
         (status = 200, description = "The tenant's writeback health", body = TenantStatus),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -172,6 +174,7 @@ async fn tenant_status(
     Extension(principal): Extension<Principal>,
     Path(tenant_id): Path<Uuid>,
 ) -> Result<ResponseJson<TenantStatus>, Error> {
+    principal.require(Operation::ReadStatus)?;
     let id = TenantId(tenant_id);
     let not_found = |e| Error::from_store(e, format_args!("tenant {id}"));
     let tenant = state
@@ -227,12 +230,15 @@ async fn tenant_status(
     responses(
         (status = 200, description = "Counts across every tenant the caller may see", body = FleetSummary),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn fleet_summary(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<ResponseJson<FleetSummary>, Error> {
+    principal.require(Operation::ReadFleet)?;
     let rollups = state
         .store
         .agent_rollups(&principal.scope)

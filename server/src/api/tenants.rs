@@ -11,11 +11,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 use wbhealth_catalogue::Status;
 
+use super::audit;
 use super::auth::Principal;
 use super::page::{PageQuery, encode};
 use super::problem::{Json, Path, Problem, Query};
 use crate::AppState;
-use crate::domain::{Agent, AgentId, NewTenant, ReportSummary, Tenant, TenantId};
+use crate::domain::{
+    Agent, AgentId, AuditAction, NewTenant, Operation, ReportSummary, Tenant, TenantId,
+};
 use crate::error::{Error, ErrorCode};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -124,6 +127,8 @@ impl AgentView {
         (status = 201, description = "Created", body = TenantView),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name or the Entra tenant id is taken", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -132,6 +137,7 @@ async fn create_tenant(
     Extension(principal): Extension<Principal>,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, ResponseJson<TenantView>), Error> {
+    principal.require(Operation::CreateTenant)?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(Error::invalid("name must be 1 to 200 printable characters"));
@@ -154,6 +160,15 @@ async fn create_tenant(
             }
             e => Error::from_store(e, "tenant"),
         })?;
+    audit::record(
+        &state,
+        principal.audit_event(
+            AuditAction::TenantCreated,
+            Some(tenant.id),
+            Some(tenant.id.0),
+        ),
+    )
+    .await?;
     tracing::info!(tenant_id = %tenant.id, by = %principal.name, "tenant created");
     Ok((StatusCode::CREATED, ResponseJson(tenant.into())))
 }
@@ -168,6 +183,8 @@ async fn create_tenant(
         (status = 200, description = "A page of tenants", body = TenantPage),
         (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_tenants(
@@ -175,6 +192,7 @@ async fn list_tenants(
     Extension(principal): Extension<Principal>,
     Query(query): Query<PageQuery>,
 ) -> Result<ResponseJson<TenantPage>, Error> {
+    principal.require(Operation::ReadTenants)?;
     let page = state
         .store
         .list_tenants(&principal.scope, query.to_request()?)
@@ -201,6 +219,8 @@ async fn list_tenants(
         (status = 200, description = "The tenant", body = TenantView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -209,6 +229,7 @@ async fn tenant(
     Extension(principal): Extension<Principal>,
     Path(tenant_id): Path<Uuid>,
 ) -> Result<ResponseJson<TenantView>, Error> {
+    principal.require(Operation::ReadTenants)?;
     let id = TenantId(tenant_id);
     let tenant = state
         .store
@@ -228,6 +249,8 @@ async fn tenant(
         (status = 200, description = "The tenant's agents, in enrollment order", body = Vec<AgentView>),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -236,6 +259,7 @@ async fn list_agents(
     Extension(principal): Extension<Principal>,
     Path(tenant_id): Path<Uuid>,
 ) -> Result<ResponseJson<Vec<AgentView>>, Error> {
+    principal.require(Operation::ReadAgents)?;
     let id = TenantId(tenant_id);
     let agents = state
         .store
@@ -266,6 +290,8 @@ async fn list_agents(
         (status = 202, description = "The agent was asked to run its checks; results follow in the tenant status"),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such agent in this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The agent is not connected", body = Problem, content_type = "application/problem+json"),
     )
@@ -275,6 +301,7 @@ async fn run_agent_now(
     Extension(principal): Extension<Principal>,
     Path((tenant_id, agent_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, Error> {
+    principal.require(Operation::RunAgents)?;
     let (tenant, agent) = (TenantId(tenant_id), AgentId(agent_id));
     let agents = state
         .store
@@ -305,6 +332,11 @@ async fn run_agent_now(
             format!("agent {agent} disconnected; try again when it is back"),
         )
     })?;
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::AgentRunRequested, Some(tenant), Some(agent.0)),
+    )
+    .await?;
     tracing::info!(agent_id = %agent, by = %principal.name, "run-now requested");
     Ok(StatusCode::ACCEPTED)
 }
@@ -366,6 +398,8 @@ pub struct ReportPage {
         (status = 200, description = "A page of reports", body = ReportPage),
         (status = 400, description = "Malformed id, cursor or limit", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such agent in this tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -375,6 +409,7 @@ async fn list_reports(
     Path((tenant_id, agent_id)): Path<(Uuid, Uuid)>,
     Query(query): Query<PageQuery>,
 ) -> Result<ResponseJson<ReportPage>, Error> {
+    principal.require(Operation::ReadAgents)?;
     let (tenant, agent) = (TenantId(tenant_id), AgentId(agent_id));
     let page = state
         .store

@@ -67,3 +67,11 @@ id_type!(
     /// A report: one run of the checks on one agent, chosen by the agent.
     ReportId
 );
+id_type!(
+    /// A user.
+    UserId
+);
+id_type!(
+    /// An audit event.
+    AuditEventId
+);

@@ -3,15 +3,18 @@
 //! This module imports nothing from axum, tonic or sqlx. The API and gRPC layers convert
 //! their wire types into these, and the storage layer persists them.
 
+mod access;
 mod ids;
 mod model;
 mod scope;
 pub mod secrets;
 
-pub use ids::{AgentId, ApiKeyId, EnrollmentTokenId, ReportId, TenantId};
+pub use access::{AuditAction, Operation, authorize};
+pub use ids::{AgentId, ApiKeyId, AuditEventId, EnrollmentTokenId, ReportId, TenantId, UserId};
 pub use model::{
-    Agent, AgentCredential, AgentRollup, ApiKey, EnrollmentToken, HostFacts, IngestOutcome,
-    LatestResult, NewAgent, NewApiKey, NewEnrollmentToken, NewTenant, Page, PageRequest, Report,
-    ReportSummary, ResultRecord, Role, Tenant, TokenRejection,
+    Agent, AgentCredential, AgentRollup, ApiKey, AuditEvent, AuditFilter, EnrollmentToken,
+    HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken,
+    NewTenant, NewUser, Page, PageRequest, Report, ReportSummary, ResultRecord, Role, Tenant,
+    TokenRejection, User,
 };
 pub use scope::TenantScope;

@@ -4,7 +4,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use wbhealth_catalogue::Status;
 
-use crate::domain::{AgentId, ApiKeyId, EnrollmentTokenId, ReportId, TenantId};
+use crate::domain::{
+    AgentId, ApiKeyId, AuditAction, AuditEventId, EnrollmentTokenId, Operation, ReportId, TenantId,
+    UserId,
+};
 
 /// A customer tenant.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,27 +218,41 @@ pub struct AgentRollup {
     pub last_seen_at: Option<OffsetDateTime>,
 }
 
-/// What a principal may do.
+/// What a principal may do; [`authorize`](crate::domain::authorize) says exactly what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Everything, on every tenant.
     Administrator,
+    /// Reads and acts (run-now, enrollment tokens) on the tenants assigned to it.
+    Technician,
+    /// Reads the tenants assigned to it.
+    Viewer,
+    /// A key for another system: only the operations it names, on the tenants assigned to it.
+    Integration,
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [
+        Role::Administrator,
+        Role::Technician,
+        Role::Viewer,
+        Role::Integration,
+    ];
+
     /// The stable spelling stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Administrator => "administrator",
+            Role::Technician => "technician",
+            Role::Viewer => "viewer",
+            Role::Integration => "integration",
         }
     }
 
     /// Parses the stored spelling.
     pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "administrator" => Some(Role::Administrator),
-            _ => None,
-        }
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -248,6 +265,10 @@ pub struct ApiKey {
     pub name: String,
     /// What it may do.
     pub role: Role,
+    /// The tenants it may see, in id order; ignored for administrators.
+    pub tenants: Vec<TenantId>,
+    /// For an integration, the operations it may perform, in order; empty otherwise.
+    pub operations: Vec<Operation>,
     /// When it was created.
     pub created_at: OffsetDateTime,
     /// When it was last used.
@@ -265,10 +286,88 @@ pub struct NewApiKey {
     pub name: String,
     /// What it may do.
     pub role: Role,
+    /// The tenants it may see. A tenant that does not exist makes the creation `NotFound`.
+    pub tenants: Vec<TenantId>,
+    /// For an integration, the operations it may perform.
+    pub operations: Vec<Operation>,
     /// SHA-256 of the key.
     pub key_hash: Vec<u8>,
     /// When it stops working, if ever.
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A person who uses wbhealth. Users sign in through JWT/OIDC (not built yet); until then
+/// they exist so that their role and tenant assignments can be managed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Its id.
+    pub id: UserId,
+    /// A unique name, such as an e-mail address.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The tenants the user may see, in id order; ignored for administrators.
+    pub tenants: Vec<TenantId>,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+}
+
+/// What is needed to create a user.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Its unique name.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The tenants the user may see. A tenant that does not exist makes the creation `NotFound`.
+    pub tenants: Vec<TenantId>,
+}
+
+/// One change made through the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// Its id (time-ordered).
+    pub id: AuditEventId,
+    /// When the change was made.
+    pub at: OffsetDateTime,
+    /// The API key or user that made it.
+    pub principal_id: uuid::Uuid,
+    /// That principal's name at the time.
+    pub principal_name: String,
+    /// What was done.
+    pub action: AuditAction,
+    /// The tenant changed, if the change was in one.
+    pub tenant_id: Option<TenantId>,
+    /// The object created or changed, if any.
+    pub target_id: Option<uuid::Uuid>,
+    /// The client's IP address, when known.
+    pub client_ip: Option<String>,
+}
+
+/// What is needed to record a change.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    /// The API key or user that made it.
+    pub principal_id: uuid::Uuid,
+    /// That principal's name.
+    pub principal_name: String,
+    /// What was done.
+    pub action: AuditAction,
+    /// The tenant changed, if any.
+    pub tenant_id: Option<TenantId>,
+    /// The object created or changed, if any.
+    pub target_id: Option<uuid::Uuid>,
+    /// The client's IP address, when known.
+    pub client_ip: Option<String>,
+}
+
+/// Which audit events to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only events in this tenant.
+    pub tenant: Option<TenantId>,
+    /// Only events by this principal.
+    pub principal: Option<uuid::Uuid>,
 }
 
 /// A request for one page of a list.

@@ -19,9 +19,10 @@ use uuid::Uuid;
 use wbhealth_catalogue::Status;
 
 use crate::domain::{
-    AgentId, ApiKey, EnrollmentTokenId, HostFacts, IngestOutcome, NewAgent, NewApiKey,
-    NewEnrollmentToken, NewTenant, PageRequest, Report, ReportId, ResultRecord, Role, Tenant,
-    TenantId, TenantScope, TokenRejection, secrets,
+    AgentId, ApiKey, ApiKeyId, AuditAction, AuditFilter, EnrollmentTokenId, HostFacts,
+    IngestOutcome, NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser,
+    Operation, PageRequest, Report, ReportId, ResultRecord, Role, Tenant, TenantId, TenantScope,
+    TokenRejection, UserId, secrets,
 };
 use crate::storage::{PostgresStore, SqliteStore, Store, StoreError};
 
@@ -140,6 +141,10 @@ conformance!(
     agents_are_touched,
     api_keys_are_created_used_and_counted,
     only_one_first_api_key_is_created,
+    api_keys_carry_their_tenants_and_operations,
+    api_keys_are_listed_and_revoked,
+    users_are_created_listed_and_assigned,
+    audit_events_are_recorded_and_filtered,
     the_database_answers,
 );
 
@@ -1016,6 +1021,8 @@ async fn api_keys_are_created_used_and_counted(store: Arc<dyn Store>) {
         .create_api_key(NewApiKey {
             name: "automation".to_owned(),
             role: Role::Administrator,
+            tenants: Vec::new(),
+            operations: Vec::new(),
             key_hash: secrets::hash(&secret),
             expires_at: Some(expires),
         })
@@ -1051,6 +1058,8 @@ async fn api_keys_are_created_used_and_counted(store: Arc<dyn Store>) {
         .create_api_key(NewApiKey {
             name: "copy".to_owned(),
             role: Role::Administrator,
+            tenants: Vec::new(),
+            operations: Vec::new(),
             key_hash: secrets::hash(&secret),
             expires_at: None,
         })
@@ -1071,6 +1080,8 @@ async fn only_one_first_api_key_is_created(store: Arc<dyn Store>) {
                     .create_first_api_key(NewApiKey {
                         name: format!("bootstrap {i}"),
                         role: Role::Administrator,
+                        tenants: Vec::new(),
+                        operations: Vec::new(),
                         key_hash: vec![i; 32],
                         expires_at: None,
                     })
@@ -1089,4 +1100,288 @@ async fn only_one_first_api_key_is_created(store: Arc<dyn Store>) {
 
 async fn the_database_answers(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
+}
+
+fn scoped_key(
+    name: &str,
+    role: Role,
+    tenants: Vec<TenantId>,
+    operations: Vec<Operation>,
+) -> NewApiKey {
+    NewApiKey {
+        name: name.to_owned(),
+        role,
+        tenants,
+        operations,
+        key_hash: secrets::hash(&secrets::generate("wbh_key_")),
+        expires_at: None,
+    }
+}
+
+async fn api_keys_carry_their_tenants_and_operations(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let b = tenant(store, "B").await;
+    let mut expected = vec![a.id, b.id];
+    expected.sort();
+
+    let secret = secrets::generate("wbh_key_");
+    let key = store
+        .create_api_key(NewApiKey {
+            key_hash: secrets::hash(&secret),
+            ..scoped_key(
+                "psa",
+                Role::Integration,
+                vec![b.id, a.id, b.id],
+                vec![
+                    Operation::ReadTenants,
+                    Operation::ReadStatus,
+                    Operation::ReadStatus,
+                ],
+            )
+        })
+        .await
+        .expect("create");
+    assert_eq!(key.role, Role::Integration);
+    assert_eq!(key.tenants, expected, "sorted, without repeats");
+    assert_eq!(
+        key.operations,
+        vec![Operation::ReadTenants, Operation::ReadStatus]
+    );
+    let used = store
+        .use_api_key(&secrets::hash(&secret), now())
+        .await
+        .expect("use");
+    assert_eq!(used.tenants, key.tenants);
+    assert_eq!(used.operations, key.operations);
+
+    // A tenant that does not exist creates nothing.
+    let before = store.count_api_keys().await.expect("count");
+    let missing = store
+        .create_api_key(scoped_key(
+            "ghost",
+            Role::Viewer,
+            vec![a.id, TenantId::new()],
+            Vec::new(),
+        ))
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    assert_eq!(store.count_api_keys().await.expect("count"), before);
+
+    let viewer = store
+        .create_api_key(scoped_key("viewer", Role::Viewer, vec![a.id], Vec::new()))
+        .await
+        .expect("viewer");
+    assert_eq!((viewer.tenants, viewer.operations), (vec![a.id], vec![]));
+}
+
+async fn api_keys_are_listed_and_revoked(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let mut created = Vec::new();
+    for i in 0..3 {
+        created.push(
+            store
+                .create_api_key(scoped_key(
+                    &format!("k{i}"),
+                    Role::Technician,
+                    vec![a.id],
+                    vec![],
+                ))
+                .await
+                .expect("create"),
+        );
+    }
+    let first = store.list_api_keys(page(None, 2)).await.expect("page 1");
+    assert!(first.has_more);
+    assert_eq!(first.items, created[..2].to_vec());
+    let rest = store
+        .list_api_keys(page(Some(created[1].id.0), 2))
+        .await
+        .expect("page 2");
+    assert!(!rest.has_more);
+    assert_eq!(rest.items, created[2..].to_vec());
+
+    let at = now();
+    let revoked = store
+        .revoke_api_key(created[0].id, at)
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.revoked_at, Some(at));
+    assert_eq!(revoked.tenants, vec![a.id]);
+    let again = store
+        .revoke_api_key(created[0].id, at + Duration::hours(1))
+        .await
+        .expect("revoke again");
+    assert_eq!(again.revoked_at, Some(at), "the first revocation stays");
+    assert!(matches!(
+        store.revoke_api_key(ApiKeyId::new(), at).await,
+        Err(StoreError::NotFound)
+    ));
+    let listed = store.list_api_keys(page(None, 10)).await.expect("list");
+    assert_eq!(listed.items[0].revoked_at, Some(at));
+    assert_eq!(listed.items[1].revoked_at, None);
+}
+
+async fn users_are_created_listed_and_assigned(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let b = tenant(store, "B").await;
+    let alice = store
+        .create_user(NewUser {
+            name: "alice@msp.example".to_owned(),
+            role: Role::Technician,
+            tenants: vec![a.id, a.id],
+        })
+        .await
+        .expect("create");
+    assert_eq!(
+        (alice.role, alice.tenants.clone()),
+        (Role::Technician, vec![a.id])
+    );
+    assert_eq!(store.user(alice.id).await.expect("read"), alice);
+
+    let taken = store
+        .create_user(NewUser {
+            name: "alice@msp.example".to_owned(),
+            role: Role::Viewer,
+            tenants: vec![b.id],
+        })
+        .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let ghost = store
+        .create_user(NewUser {
+            name: "ghost".to_owned(),
+            role: Role::Viewer,
+            tenants: vec![TenantId::new()],
+        })
+        .await;
+    assert!(matches!(ghost, Err(StoreError::NotFound)), "{ghost:?}");
+
+    let bob = store
+        .create_user(NewUser {
+            name: "bob".to_owned(),
+            role: Role::Administrator,
+            tenants: Vec::new(),
+        })
+        .await
+        .expect("bob");
+    let listed = store.list_users(page(None, 1)).await.expect("list");
+    assert!(listed.has_more);
+    assert_eq!(listed.items, vec![alice.clone()]);
+    let listed = store
+        .list_users(page(Some(alice.id.0), 10))
+        .await
+        .expect("list");
+    assert_eq!(listed.items, vec![bob]);
+
+    let mut both = vec![a.id, b.id];
+    both.sort();
+    let moved = store
+        .set_user_tenants(alice.id, vec![b.id, a.id])
+        .await
+        .expect("set");
+    assert_eq!(moved.tenants, both);
+    let refused = store
+        .set_user_tenants(alice.id, vec![TenantId::new()])
+        .await;
+    assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
+    assert_eq!(
+        store.user(alice.id).await.expect("read").tenants,
+        both,
+        "a refused change changes nothing"
+    );
+    let cleared = store
+        .set_user_tenants(alice.id, vec![b.id])
+        .await
+        .expect("set");
+    assert_eq!(cleared.tenants, vec![b.id]);
+    assert!(matches!(
+        store.user(UserId::new()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_user_tenants(UserId::new(), vec![a.id]).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn audit_events_are_recorded_and_filtered(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let b = tenant(store, "B").await;
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut recorded = Vec::new();
+    for (who, tenant, action) in [
+        (alice, Some(a.id), AuditAction::EnrollmentTokenCreated),
+        (bob, Some(b.id), AuditAction::AgentRunRequested),
+        (alice, None, AuditAction::ApiKeyCreated),
+        (alice, Some(b.id), AuditAction::EnrollmentTokenRevoked),
+    ] {
+        let before = now();
+        let event = store
+            .record_audit_event(NewAuditEvent {
+                principal_id: who,
+                principal_name: format!("{who}"),
+                action,
+                tenant_id: tenant,
+                target_id: Some(Uuid::now_v7()),
+                client_ip: Some("192.0.2.7".to_owned()),
+            })
+            .await
+            .expect("record");
+        assert!(event.at >= before);
+        assert_eq!(
+            (event.principal_id, event.action, event.tenant_id),
+            (who, action, tenant)
+        );
+        assert_eq!(event.client_ip.as_deref(), Some("192.0.2.7"));
+        recorded.push(event);
+    }
+    let all = store
+        .list_audit_events(&AuditFilter::default(), page(None, 3))
+        .await
+        .expect("all");
+    assert!(all.has_more);
+    assert_eq!(all.items, recorded[..3].to_vec());
+    let rest = store
+        .list_audit_events(&AuditFilter::default(), page(Some(recorded[2].id.0), 3))
+        .await
+        .expect("rest");
+    assert_eq!(rest.items, recorded[3..].to_vec());
+    assert!(!rest.has_more);
+
+    let in_b = store
+        .list_audit_events(
+            &AuditFilter {
+                tenant: Some(b.id),
+                principal: None,
+            },
+            page(None, 10),
+        )
+        .await
+        .expect("tenant b");
+    assert_eq!(in_b.items, vec![recorded[1].clone(), recorded[3].clone()]);
+    let by_alice_in_b = store
+        .list_audit_events(
+            &AuditFilter {
+                tenant: Some(b.id),
+                principal: Some(alice),
+            },
+            page(None, 10),
+        )
+        .await
+        .expect("alice in b");
+    assert_eq!(by_alice_in_b.items, vec![recorded[3].clone()]);
+    let by_bob = store
+        .list_audit_events(
+            &AuditFilter {
+                tenant: None,
+                principal: Some(bob),
+            },
+            page(None, 10),
+        )
+        .await
+        .expect("bob");
+    assert_eq!(by_bob.items, vec![recorded[1].clone()]);
 }

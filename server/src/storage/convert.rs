@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 use time::{OffsetDateTime, UtcOffset};
 use wbhealth_catalogue::Status;
 
-use crate::domain::{EnrollmentToken, Page, Report, Role, TokenRejection};
+use crate::domain::{
+    AuditAction, EnrollmentToken, Operation, Page, Report, Role, TenantId, TokenRejection,
+};
 use crate::storage::StoreError;
 
 /// Both databases keep instants to the microsecond; values are cut to that precision before
@@ -51,6 +53,31 @@ pub(super) fn status(s: &str) -> Result<Status, StoreError> {
 /// A stored role.
 pub(super) fn role(s: &str) -> Result<Role, StoreError> {
     Role::parse(s).ok_or_else(|| corrupt("role", format_args!("unknown role {s:?}")))
+}
+
+/// A stored operation.
+pub(super) fn operation(s: &str) -> Result<Operation, StoreError> {
+    Operation::parse(s).ok_or_else(|| corrupt("operation", format_args!("unknown operation {s:?}")))
+}
+
+/// A stored audit action.
+pub(super) fn action(s: &str) -> Result<AuditAction, StoreError> {
+    AuditAction::parse(s)
+        .ok_or_else(|| corrupt("audit action", format_args!("unknown action {s:?}")))
+}
+
+/// Tenant ids sorted and without repeats, as assignments are stored and returned.
+pub(super) fn distinct(mut tenants: Vec<TenantId>) -> Vec<TenantId> {
+    tenants.sort();
+    tenants.dedup();
+    tenants
+}
+
+/// Operations sorted and without repeats.
+pub(super) fn distinct_operations(mut operations: Vec<Operation>) -> Vec<Operation> {
+    operations.sort();
+    operations.dedup();
+    operations
 }
 
 /// A SQL expression ranking the status column `l.status` as [`Status::rank`] does, built from

@@ -16,9 +16,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, EnrollmentToken, EnrollmentTokenId,
-    HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey, NewEnrollmentToken, NewTenant,
-    Page, PageRequest, Report, ReportSummary, Tenant, TenantId, TenantScope, TokenRejection,
+    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditFilter,
+    EnrollmentToken, EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent,
+    NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser, Page, PageRequest, Report,
+    ReportSummary, Tenant, TenantId, TenantScope, TokenRejection, User, UserId,
 };
 
 pub use error::StoreError;
@@ -113,7 +114,8 @@ pub trait Store: Send + Sync + 'static {
     /// How many tenants are in scope.
     async fn count_tenants(&self, scope: &TenantScope) -> Result<u64, StoreError>;
 
-    /// Creates an API key.
+    /// Creates an API key with its tenant assignments and operations. A tenant that does not
+    /// exist is `NotFound` and creates nothing.
     async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError>;
     /// Creates `new` only when no API key exists yet, and returns it; `None` when a key
     /// exists. Atomic across processes, so replicas starting together on an empty database
@@ -125,6 +127,34 @@ pub trait Store: Send + Sync + 'static {
     /// returned too; the caller decides.
     async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime)
     -> Result<ApiKey, StoreError>;
+    /// A page of API keys, revoked and expired ones included, in creation order.
+    async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>, StoreError>;
+    /// Revokes a key; revoking twice keeps the first revocation time.
+    async fn revoke_api_key(&self, id: ApiKeyId, at: OffsetDateTime) -> Result<ApiKey, StoreError>;
+
+    /// Creates a user with its tenant assignments. A name in use is a `Conflict`; a tenant
+    /// that does not exist is `NotFound` and creates nothing.
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError>;
+    /// One user.
+    async fn user(&self, id: UserId) -> Result<User, StoreError>;
+    /// A page of users, in creation order.
+    async fn list_users(&self, page: PageRequest) -> Result<Page<User>, StoreError>;
+    /// Replaces a user's tenant assignments. A tenant that does not exist is `NotFound` and
+    /// changes nothing.
+    async fn set_user_tenants(
+        &self,
+        id: UserId,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError>;
+
+    /// Appends an event to the audit log.
+    async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError>;
+    /// A page of audit events matching `filter`, oldest first.
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError>;
 }
 
 /// Opens the store that `url` names (`sqlite:…` or `postgres://…`) and brings its schema up

@@ -17,10 +17,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{
-    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
-    EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
-    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary,
-    ResultRecord, Tenant, TenantId, TenantScope, TokenRejection,
+    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditEventId,
+    AuditFilter, EnrollmentToken, EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult,
+    NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser, Operation, Page,
+    PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant, TenantId, TenantScope,
+    TokenRejection, User, UserId,
 };
 use crate::storage::convert::{
     self, STATUS_RANK_SQL, check_unique_checks, conflict_as, fetch_limit, instant, into_page,
@@ -278,15 +279,136 @@ struct ApiKeyRow {
 const API_KEY_COLUMNS: &str = "id, name, role, created_at, last_used_at, expires_at, revoked_at";
 
 impl ApiKeyRow {
-    fn into_domain(self) -> Result<ApiKey, StoreError> {
+    fn into_domain(
+        self,
+        (tenants, operations): (Vec<TenantId>, Vec<Operation>),
+    ) -> Result<ApiKey, StoreError> {
         Ok(ApiKey {
             id: ApiKeyId(self.id),
             name: self.name,
             role: convert::role(&self.role)?,
+            tenants,
+            operations,
             created_at: self.created_at,
             last_used_at: self.last_used_at,
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
+        })
+    }
+}
+
+fn uuids(tenants: &[TenantId]) -> Vec<Uuid> {
+    tenants.iter().map(|t| t.0).collect()
+}
+
+/// `NotFound` unless every one of `tenants` (distinct) exists.
+async fn tenants_exist(conn: &mut PgConnection, tenants: &[TenantId]) -> Result<(), StoreError> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tenants WHERE id = ANY($1::uuid[])")
+        .bind(uuids(tenants))
+        .fetch_one(conn)
+        .await?;
+    if usize::try_from(n).ok() == Some(tenants.len()) {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
+/// A key's tenant assignments and operations, in order.
+async fn key_grants(
+    conn: &mut PgConnection,
+    key: Uuid,
+) -> Result<(Vec<TenantId>, Vec<Operation>), StoreError> {
+    let tenants: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT tenant_id FROM api_key_tenants WHERE api_key_id = $1 ORDER BY tenant_id",
+    )
+    .bind(key)
+    .fetch_all(&mut *conn)
+    .await?;
+    let operations: Vec<(String,)> =
+        sqlx::query_as("SELECT operation FROM api_key_operations WHERE api_key_id = $1")
+            .bind(key)
+            .fetch_all(&mut *conn)
+            .await?;
+    let operations = operations
+        .iter()
+        .map(|(op,)| convert::operation(op))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        tenants.into_iter().map(|(t,)| TenantId(t)).collect(),
+        convert::distinct_operations(operations),
+    ))
+}
+
+/// A user's tenant assignments, in order.
+async fn user_tenants(conn: &mut PgConnection, user: Uuid) -> Result<Vec<TenantId>, StoreError> {
+    let rows: Vec<(Uuid,)> =
+        sqlx::query_as("SELECT tenant_id FROM user_tenants WHERE user_id = $1 ORDER BY tenant_id")
+            .bind(user)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(|(t,)| TenantId(t)).collect())
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: Uuid,
+    name: String,
+    role: String,
+    created_at: OffsetDateTime,
+}
+
+const USER_COLUMNS: &str = "id, name, role, created_at";
+
+impl UserRow {
+    fn into_domain(self, tenants: Vec<TenantId>) -> Result<User, StoreError> {
+        Ok(User {
+            id: UserId(self.id),
+            name: self.name,
+            role: convert::role(&self.role)?,
+            tenants,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// The user with its assignments, or `NotFound`.
+async fn load_user(conn: &mut PgConnection, id: UserId) -> Result<User, StoreError> {
+    let row: UserRow = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let tenants = user_tenants(conn, row.id).await?;
+    row.into_domain(tenants)
+}
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: Uuid,
+    at: OffsetDateTime,
+    principal_id: Uuid,
+    principal_name: String,
+    action: String,
+    tenant_id: Option<Uuid>,
+    target_id: Option<Uuid>,
+    client_ip: Option<String>,
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, at, principal_id, principal_name, action, tenant_id, target_id, client_ip";
+
+impl AuditRow {
+    fn into_domain(self) -> Result<AuditEvent, StoreError> {
+        Ok(AuditEvent {
+            id: AuditEventId(self.id),
+            at: self.at,
+            principal_id: self.principal_id,
+            principal_name: self.principal_name,
+            action: convert::action(&self.action)?,
+            tenant_id: self.tenant_id.map(TenantId),
+            target_id: self.target_id,
+            client_ip: self.client_ip,
         })
     }
 }
@@ -716,6 +838,10 @@ impl Store for PostgresStore {
     }
 
     async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError> {
+        let tenants = convert::distinct(new.tenants);
+        let operations = convert::distinct_operations(new.operations);
+        let mut tx = self.pool.begin().await?;
+        tenants_exist(&mut tx, &tenants).await?;
         let row: ApiKeyRow = sqlx::query_as(&format!(
             "INSERT INTO api_keys (id, name, role, key_hash, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING {API_KEY_COLUMNS}"
@@ -726,12 +852,29 @@ impl Store for PostgresStore {
         .bind(&new.key_hash)
         .bind(convert::now())
         .bind(new.expires_at.map(instant))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(conflict_as(|| {
             "an API key with this secret already exists".to_owned()
         }))?;
-        row.into_domain()
+        sqlx::query(
+            "INSERT INTO api_key_tenants (api_key_id, tenant_id) \
+             SELECT $1, t FROM UNNEST($2::uuid[]) AS t",
+        )
+        .bind(row.id)
+        .bind(uuids(&tenants))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO api_key_operations (api_key_id, operation) \
+             SELECT $1, o FROM UNNEST($2::text[]) AS o",
+        )
+        .bind(row.id)
+        .bind(operations.iter().map(|o| o.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_domain((tenants, operations))
     }
 
     async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>, StoreError> {
@@ -755,7 +898,8 @@ impl Store for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.map(ApiKeyRow::into_domain).transpose()
+        row.map(|row| row.into_domain((Vec::new(), Vec::new())))
+            .transpose()
     }
 
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
@@ -778,6 +922,164 @@ impl Store for PostgresStore {
         .bind(instant(now))
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or(StoreError::NotFound)?.into_domain()
+        let row = row.ok_or(StoreError::NotFound)?;
+        let mut conn = self.pool.acquire().await?;
+        let grants = key_grants(&mut conn, row.id).await?;
+        row.into_domain(grants)
+    }
+
+    async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE ($1::uuid IS NULL OR id > $1) \
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(page.after)
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let grants = key_grants(&mut conn, row.id).await?;
+            items.push(row.into_domain(grants)?);
+        }
+        Ok(into_page(items, page.limit))
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, at: OffsetDateTime) -> Result<ApiKey, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row: ApiKeyRow = sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(id.0)
+        .bind(instant(at))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let grants = key_grants(&mut conn, row.id).await?;
+        row.into_domain(grants)
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let tenants = convert::distinct(new.tenants);
+        let mut tx = self.pool.begin().await?;
+        tenants_exist(&mut tx, &tenants).await?;
+        let row: UserRow = sqlx::query_as(&format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(UserId::new().0)
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(convert::now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(|| {
+            format!("a user named {:?} already exists", new.name)
+        }))?;
+        sqlx::query(
+            "INSERT INTO user_tenants (user_id, tenant_id) SELECT $1, t FROM UNNEST($2::uuid[]) AS t",
+        )
+        .bind(row.id)
+        .bind(uuids(&tenants))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_domain(tenants)
+    }
+
+    async fn user(&self, id: UserId) -> Result<User, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_user(&mut conn, id).await
+    }
+
+    async fn list_users(&self, page: PageRequest) -> Result<Page<User>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows: Vec<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE ($1::uuid IS NULL OR id > $1) \
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(page.after)
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let tenants = user_tenants(&mut conn, row.id).await?;
+            items.push(row.into_domain(tenants)?);
+        }
+        Ok(into_page(items, page.limit))
+    }
+
+    async fn set_user_tenants(
+        &self,
+        id: UserId,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError> {
+        let tenants = convert::distinct(tenants);
+        let mut tx = self.pool.begin().await?;
+        // Locks the user, so two replacements of its assignments take turns.
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenants_exist(&mut tx, &tenants).await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO user_tenants (user_id, tenant_id) SELECT $1, t FROM UNNEST($2::uuid[]) AS t",
+        )
+        .bind(id.0)
+        .bind(uuids(&tenants))
+        .execute(&mut *tx)
+        .await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError> {
+        let row: AuditRow = sqlx::query_as(&format!(
+            "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING {AUDIT_COLUMNS}"
+        ))
+        .bind(AuditEventId::new().0)
+        .bind(convert::now())
+        .bind(new.principal_id)
+        .bind(&new.principal_name)
+        .bind(new.action.as_str())
+        .bind(new.tenant_id.map(|t| t.0))
+        .bind(new.target_id)
+        .bind(&new.client_ip)
+        .fetch_one(&self.pool)
+        .await?;
+        row.into_domain()
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events \
+             WHERE ($1::uuid IS NULL OR id > $1) AND ($2::uuid IS NULL OR tenant_id = $2) \
+               AND ($3::uuid IS NULL OR principal_id = $3) \
+             ORDER BY id LIMIT $4"
+        ))
+        .bind(page.after)
+        .bind(filter.tenant.map(|t| t.0))
+        .bind(filter.principal)
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(AuditRow::into_domain)
+            .collect::<Result<_, _>>()?;
+        Ok(into_page(items, page.limit))
     }
 }

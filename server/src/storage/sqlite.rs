@@ -32,10 +32,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{
-    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, EnrollmentToken,
-    EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
-    NewEnrollmentToken, NewTenant, Page, PageRequest, Report, ReportId, ReportSummary,
-    ResultRecord, Tenant, TenantId, TenantScope, TokenRejection,
+    Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditEventId,
+    AuditFilter, EnrollmentToken, EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult,
+    NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser, Operation, Page,
+    PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant, TenantId, TenantScope,
+    TokenRejection, User, UserId,
 };
 use crate::storage::convert::{
     self, STATUS_RANK_SQL, check_unique_checks, conflict_as, corrupt, fetch_limit, into_page,
@@ -384,15 +385,157 @@ struct ApiKeyRow {
 const API_KEY_COLUMNS: &str = "id, name, role, created_at, last_used_at, expires_at, revoked_at";
 
 impl ApiKeyRow {
-    fn into_domain(self) -> Result<ApiKey, StoreError> {
+    fn into_domain(
+        self,
+        (tenants, operations): (Vec<TenantId>, Vec<Operation>),
+    ) -> Result<ApiKey, StoreError> {
         Ok(ApiKey {
             id: ApiKeyId(id_of(&self.id, "api key id")?),
             name: self.name,
             role: convert::role(&self.role)?,
+            tenants,
+            operations,
             created_at: instant_of(self.created_at, "api key created_at")?,
             last_used_at: opt_instant_of(self.last_used_at, "api key last_used_at")?,
             expires_at: opt_instant_of(self.expires_at, "api key expires_at")?,
             revoked_at: opt_instant_of(self.revoked_at, "api key revoked_at")?,
+        })
+    }
+}
+
+/// A JSON array of ids, for `json_each`.
+fn id_array(tenants: &[TenantId]) -> String {
+    serde_json::Value::from(tenants.iter().map(|t| id_text(&t.0)).collect::<Vec<_>>()).to_string()
+}
+
+/// `NotFound` unless every one of `tenants` (distinct) exists.
+async fn tenants_exist(
+    conn: &mut SqliteConnection,
+    tenants: &[TenantId],
+) -> Result<(), StoreError> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM tenants WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(id_array(tenants))
+    .fetch_one(conn)
+    .await?;
+    if usize::try_from(n).ok() == Some(tenants.len()) {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
+fn tenant_ids(rows: Vec<(String,)>) -> Result<Vec<TenantId>, StoreError> {
+    rows.into_iter()
+        .map(|(id,)| id_of(&id, "assigned tenant_id").map(TenantId))
+        .collect()
+}
+
+/// A key's tenant assignments and operations, in order.
+async fn key_grants(
+    conn: &mut SqliteConnection,
+    key: &str,
+) -> Result<(Vec<TenantId>, Vec<Operation>), StoreError> {
+    let tenants: Vec<(String,)> = sqlx::query_as(
+        "SELECT tenant_id FROM api_key_tenants WHERE api_key_id = ?1 ORDER BY tenant_id",
+    )
+    .bind(key)
+    .fetch_all(&mut *conn)
+    .await?;
+    let operations: Vec<(String,)> =
+        sqlx::query_as("SELECT operation FROM api_key_operations WHERE api_key_id = ?1")
+            .bind(key)
+            .fetch_all(&mut *conn)
+            .await?;
+    let operations = operations
+        .iter()
+        .map(|(op,)| convert::operation(op))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        tenant_ids(tenants)?,
+        convert::distinct_operations(operations),
+    ))
+}
+
+/// A user's tenant assignments, in order.
+async fn user_tenants(
+    conn: &mut SqliteConnection,
+    user: &str,
+) -> Result<Vec<TenantId>, StoreError> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT tenant_id FROM user_tenants WHERE user_id = ?1 ORDER BY tenant_id")
+            .bind(user)
+            .fetch_all(conn)
+            .await?;
+    tenant_ids(rows)
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: String,
+    name: String,
+    role: String,
+    created_at: i64,
+}
+
+const USER_COLUMNS: &str = "id, name, role, created_at";
+
+impl UserRow {
+    fn into_domain(self, tenants: Vec<TenantId>) -> Result<User, StoreError> {
+        Ok(User {
+            id: UserId(id_of(&self.id, "user id")?),
+            name: self.name,
+            role: convert::role(&self.role)?,
+            tenants,
+            created_at: instant_of(self.created_at, "user created_at")?,
+        })
+    }
+}
+
+/// The user with its assignments, or `NotFound`.
+async fn load_user(conn: &mut SqliteConnection, id: UserId) -> Result<User, StoreError> {
+    let row: UserRow = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+        .bind(id_text(&id.0))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let tenants = user_tenants(conn, &row.id).await?;
+    row.into_domain(tenants)
+}
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: String,
+    at: i64,
+    principal_id: String,
+    principal_name: String,
+    action: String,
+    tenant_id: Option<String>,
+    target_id: Option<String>,
+    client_ip: Option<String>,
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, at, principal_id, principal_name, action, tenant_id, target_id, client_ip";
+
+impl AuditRow {
+    fn into_domain(self) -> Result<AuditEvent, StoreError> {
+        Ok(AuditEvent {
+            id: AuditEventId(id_of(&self.id, "audit event id")?),
+            at: instant_of(self.at, "audit event at")?,
+            principal_id: id_of(&self.principal_id, "audit principal_id")?,
+            principal_name: self.principal_name,
+            action: convert::action(&self.action)?,
+            tenant_id: self
+                .tenant_id
+                .map(|t| id_of(&t, "audit tenant_id").map(TenantId))
+                .transpose()?,
+            target_id: self
+                .target_id
+                .map(|t| id_of(&t, "audit target_id"))
+                .transpose()?,
+            client_ip: self.client_ip,
         })
     }
 }
@@ -788,7 +931,10 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError> {
+        let tenants = convert::distinct(new.tenants);
+        let operations = convert::distinct_operations(new.operations);
         let mut tx = self.begin_write().await?;
+        tenants_exist(&mut tx, &tenants).await?;
         let row: ApiKeyRow = sqlx::query_as(&format!(
             "INSERT INTO api_keys (id, name, role, key_hash, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING {API_KEY_COLUMNS}"
@@ -804,8 +950,22 @@ impl Store for SqliteStore {
         .map_err(conflict_as(|| {
             "an API key with this secret already exists".to_owned()
         }))?;
+        for tenant in &tenants {
+            sqlx::query("INSERT INTO api_key_tenants (api_key_id, tenant_id) VALUES (?1, ?2)")
+                .bind(&row.id)
+                .bind(id_text(&tenant.0))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for op in &operations {
+            sqlx::query("INSERT INTO api_key_operations (api_key_id, operation) VALUES (?1, ?2)")
+                .bind(&row.id)
+                .bind(op.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        row.into_domain()
+        row.into_domain((tenants, operations))
     }
 
     async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>, StoreError> {
@@ -825,7 +985,8 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.map(ApiKeyRow::into_domain).transpose()
+        row.map(|row| row.into_domain((Vec::new(), Vec::new())))
+            .transpose()
     }
 
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
@@ -850,8 +1011,161 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let row = row.ok_or(StoreError::NotFound)?;
+        let grants = key_grants(&mut tx, &row.id).await?;
+        tx.commit().await?;
+        row.into_domain(grants)
+    }
+
+    async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE (?1 IS NULL OR id > ?1) \
+             ORDER BY id LIMIT ?2"
+        ))
+        .bind(page.after.as_ref().map(id_text))
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let grants = key_grants(&mut conn, &row.id).await?;
+            items.push(row.into_domain(grants)?);
+        }
+        Ok(into_page(items, page.limit))
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, at: OffsetDateTime) -> Result<ApiKey, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: ApiKeyRow = sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(id_text(&id.0))
+        .bind(micros(convert::instant(at)))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let grants = key_grants(&mut tx, &row.id).await?;
+        tx.commit().await?;
+        row.into_domain(grants)
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let tenants = convert::distinct(new.tenants);
+        let mut tx = self.begin_write().await?;
+        tenants_exist(&mut tx, &tenants).await?;
+        let row: UserRow = sqlx::query_as(&format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(id_text(&UserId::new().0))
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(micros(convert::now()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict_as(|| {
+            format!("a user named {:?} already exists", new.name)
+        }))?;
+        for tenant in &tenants {
+            sqlx::query("INSERT INTO user_tenants (user_id, tenant_id) VALUES (?1, ?2)")
+                .bind(&row.id)
+                .bind(id_text(&tenant.0))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        row.into_domain(tenants)
+    }
+
+    async fn user(&self, id: UserId) -> Result<User, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        load_user(&mut conn, id).await
+    }
+
+    async fn list_users(&self, page: PageRequest) -> Result<Page<User>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let rows: Vec<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
+        ))
+        .bind(page.after.as_ref().map(id_text))
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let tenants = user_tenants(&mut conn, &row.id).await?;
+            items.push(row.into_domain(tenants)?);
+        }
+        Ok(into_page(items, page.limit))
+    }
+
+    async fn set_user_tenants(
+        &self,
+        id: UserId,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError> {
+        let tenants = convert::distinct(tenants);
+        let mut tx = self.begin_write().await?;
+        load_user(&mut tx, id).await?;
+        tenants_exist(&mut tx, &tenants).await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = ?1")
+            .bind(id_text(&id.0))
+            .execute(&mut *tx)
+            .await?;
+        for tenant in &tenants {
+            sqlx::query("INSERT INTO user_tenants (user_id, tenant_id) VALUES (?1, ?2)")
+                .bind(id_text(&id.0))
+                .bind(id_text(&tenant.0))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: AuditRow = sqlx::query_as(&format!(
+            "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             RETURNING {AUDIT_COLUMNS}"
+        ))
+        .bind(id_text(&AuditEventId::new().0))
+        .bind(micros(convert::now()))
+        .bind(id_text(&new.principal_id))
+        .bind(&new.principal_name)
+        .bind(new.action.as_str())
+        .bind(new.tenant_id.map(|t| id_text(&t.0)))
+        .bind(new.target_id.as_ref().map(id_text))
+        .bind(&new.client_ip)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         row.into_domain()
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events \
+             WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR tenant_id = ?2) \
+               AND (?3 IS NULL OR principal_id = ?3) \
+             ORDER BY id LIMIT ?4"
+        ))
+        .bind(page.after.as_ref().map(id_text))
+        .bind(filter.tenant.map(|t| id_text(&t.0)))
+        .bind(filter.principal.as_ref().map(id_text))
+        .bind(fetch_limit(page.limit))
+        .fetch_all(&self.read)
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(AuditRow::into_domain)
+            .collect::<Result<_, _>>()?;
+        Ok(into_page(items, page.limit))
     }
 }
 

@@ -1,9 +1,11 @@
 //! A customer site in miniature: a Samba AD DC whose DNS serves the domain, and HTTPS
-//! endpoints standing in for Microsoft's password reset service and Service Bus relays, with
-//! DNS names in the DC's zone and certificates from a test CA the agent is told to trust.
+//! endpoints standing in for Microsoft's password reset service, Service Bus relays and
+//! sign-in, plus a plain HTTP CRL host, with DNS names in the DC's zone and certificates from a
+//! test CA the agent is told to trust (and to accept as Microsoft's public CA).
 
 use std::net::Ipv4Addr;
 
+use super::netpeers::PlainHttp;
 use super::samba::SambaDc;
 use super::tls::{HttpsEndpoint, TestCa};
 
@@ -15,6 +17,8 @@ pub struct Lab {
     pub ca: TestCa,
     passwordreset: HttpsEndpoint,
     relay: HttpsEndpoint,
+    login: HttpsEndpoint,
+    crl: PlainHttp,
 }
 
 impl Lab {
@@ -37,9 +41,24 @@ impl Lab {
             401,
             "MissingToken: The request contains no authorization header",
         )?;
-        for name in ["passwordreset", "relay1", "relay2", "untrusted"] {
+        let (cert, key) = ca.issue(&[&format!("login.{zone}")]);
+        let login = HttpsEndpoint::start(&cert, &key, 200, "")?;
+        // A CRL host on plain HTTP, reached through a CNAME as Microsoft's are.
+        let crl = PlainHttp::start(200)?;
+        for name in [
+            "passwordreset",
+            "relay1",
+            "relay2",
+            "untrusted",
+            "login",
+            "crlhost",
+        ] {
             dc.add_dns_a(name, Ipv4Addr::LOCALHOST).await?;
         }
+        let server = dc.ip().to_string();
+        let target = format!("crlhost.{zone}");
+        dc.samba_tool(&["dns", "add", &server, &zone, "crl", "CNAME", &target])
+            .await?;
         // A new Samba domain starts with a minimum password age of one day; Microsoft
         // recommends zero for writeback, so a healthy site has zero.
         dc.set_min_password_age_days(0).await?;
@@ -48,6 +67,8 @@ impl Lab {
             ca,
             passwordreset,
             relay,
+            login,
+            crl,
         }))
     }
 
@@ -73,7 +94,18 @@ impl Lab {
         ]
     }
 
-    /// An agent configuration for this site, with the given endpoint lists.
+    /// The healthy Entra Connect endpoint (sign-in), `host:port`.
+    pub fn connect_endpoint(&self) -> String {
+        format!("login.{}:{}", self.zone(), self.login.port())
+    }
+
+    /// The healthy CRL endpoint, `crl.<zone>:port`, a CNAME of `crlhost.<zone>`.
+    pub fn crl_endpoint(&self) -> String {
+        format!("crl.{}:{}", self.zone(), self.crl.port())
+    }
+
+    /// An agent configuration for this site, with the given endpoint lists; the Connect and
+    /// CRL endpoints are the healthy ones, and the test CA counts as Microsoft's public CA.
     pub fn agent_config(&self, passwordreset: &[String], servicebus: &[String]) -> String {
         let quote = |list: &[String]| {
             list.iter()
@@ -96,6 +128,9 @@ dns_servers = ["{dns}"]
 extra_ca_file = {ca:?}
 passwordreset_endpoints = [{pr}]
 servicebus_endpoints = [{sb}]
+connect_endpoints = [{connect:?}]
+crl_endpoints = [{crl:?}]
+accepted_issuers = ["CN=wbhealth test CA"]
 timeout_seconds = 5
 "#,
             host = self.dc.fqdn(),
@@ -106,6 +141,8 @@ timeout_seconds = 5
             ca = self.ca.pem_path().display().to_string(),
             pr = quote(passwordreset),
             sb = quote(servicebus),
+            connect = self.connect_endpoint(),
+            crl = self.crl_endpoint(),
         )
     }
 

@@ -32,6 +32,7 @@ pub fn skip_or_fail(reason: &str) {
 
 pub mod agent;
 pub mod lab;
+pub mod netpeers;
 pub mod server;
 
 /// Waits until `done` holds, checking every 200 ms, and panics saying `what` did not happen

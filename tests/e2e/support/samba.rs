@@ -651,3 +651,169 @@ fn which(program: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
 }
+
+/// Directory changes for the directory checks' broken states, made through the running DC.
+impl SambaDc {
+    /// Runs a Python snippet with Samba's bindings against the running DC over LDAP, as
+    /// Administrator, and returns its stdout. The snippet sees `db` (a `SamDB`), `sdu` (a
+    /// `samba.sd_utils.SDUtils`), `domain_sid` (a `dom_sid`), `base` (the domain DN), `ldb` and
+    /// `security`.
+    pub async fn samba_python(&self, code: &str) -> anyhow::Result<String> {
+        let prelude = format!(
+            r#"
+import ldb
+from samba.samdb import SamDB
+from samba.param import LoadParm
+from samba.credentials import Credentials, DONT_USE_KERBEROS
+from samba.sd_utils import SDUtils
+from samba.dcerpc import security
+lp = LoadParm()
+lp.load({conf:?})
+creds = Credentials()
+creds.guess(lp)
+creds.set_username("Administrator")
+creds.set_password({password:?})
+creds.set_kerberos_state(DONT_USE_KERBEROS)
+db = SamDB(url="ldap://{ip}", credentials=creds, lp=lp)
+sdu = SDUtils(db)
+domain_sid = security.dom_sid(db.get_domain_sid())
+base = str(db.domain_dn())
+"#,
+            conf = self.smb_conf().display().to_string(),
+            password = self.admin_password,
+            ip = self.ip,
+        );
+        // Debian's Samba bindings live in the system Python, not in one a version manager shims.
+        let python = if Path::new("/usr/bin/python3").exists() {
+            PathBuf::from("/usr/bin/python3")
+        } else {
+            program("python3")
+        };
+        let output = tokio::time::timeout(
+            SAMBA_TOOL_TIMEOUT,
+            tokio::process::Command::new(python)
+                .arg("-c")
+                .arg(format!("{prelude}\n{code}"))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .context("samba python did not finish in time")?
+        .context("run python3")?;
+        if !output.status.success() {
+            bail!(
+                "samba python failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The SID of the account `sam_account_name`.
+    pub async fn account_sid(&self, sam_account_name: &str) -> anyhow::Result<String> {
+        let out = self
+            .samba_python(&format!(
+                "r = db.search(base=base, expression='(sAMAccountName={sam_account_name})', attrs=['objectSid'])\n\
+                 from samba.ndr import ndr_unpack\n\
+                 print(ndr_unpack(security.dom_sid, r[0]['objectSid'][0]))"
+            ))
+            .await?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// Adds ACEs written in SDDL (such as `(OA;CI;CR;<guid>;;<sid>)`) to the DACL of `dn`.
+    pub async fn dsacl_add(&self, dn: &str, aces: &str) -> anyhow::Result<()> {
+        self.samba_tool(&["dsacl", "set", &format!("--objectdn={dn}"), &format!("--sddl={aces}")])
+            .await
+            .map(drop)
+    }
+
+    /// Removes from the DACL of `dn` every ACE whose SDDL contains `needle` (case-insensitive).
+    pub async fn dsacl_remove_containing(&self, dn: &str, needle: &str) -> anyhow::Result<()> {
+        self.samba_python(&format!(
+            "import re\n\
+             sddl = sdu.get_sd_as_sddl({dn:?})\n\
+             kept = re.sub(r'\\([^()]*' + re.escape({needle:?}) + r'[^()]*\\)', '', sddl, flags=re.I)\n\
+             assert kept != sddl, 'no ACE matched'\n\
+             sdu.modify_sd_on_dn({dn:?}, kept)"
+        ))
+        .await
+        .map(drop)
+    }
+
+    /// Blocks inheritance on `dn` (sets SE_DACL_PROTECTED, keeping a copy of the inherited
+    /// ACEs as explicit ones, as "Disable inheritance → Convert" does) minus those whose SDDL
+    /// contains `drop_containing`.
+    pub async fn block_inheritance(&self, dn: &str, drop_containing: &str) -> anyhow::Result<()> {
+        self.samba_python(&format!(
+            "sddl = sdu.get_sd_as_sddl({dn:?})\n\
+             i = sddl.index('D:')\n\
+             head, rest = sddl[:i], sddl[i + 2:]\n\
+             dacl, sacl = (rest.split('S:', 1) + [''])[:2]\n\
+             aces = ['(' + ';'.join([p.replace('ID', '') if k == 1 else p for k, p in enumerate(a.split(';'))]) + ')' \
+                     for a in dacl[dacl.index('('):].strip('()').split(')(') if {drop:?}.lower() not in a.lower()]\n\
+             sdu.modify_sd_on_dn({dn:?}, head + 'D:P' + ''.join(aces) + ('S:' + sacl if sacl else ''))",
+            drop = drop_containing,
+        ))
+        .await
+        .map(drop)
+    }
+
+    /// Sets `attribute` of `dn` to `value`.
+    pub async fn set_attribute(&self, dn: &str, attribute: &str, value: &str) -> anyhow::Result<()> {
+        self.samba_python(&format!(
+            "m = ldb.Message()\n\
+             m.dn = ldb.Dn(db, {dn:?})\n\
+             m[{attribute:?}] = ldb.MessageElement({value:?}, ldb.FLAG_MOD_REPLACE, {attribute:?})\n\
+             db.modify(m)"
+        ))
+        .await
+        .map(drop)
+    }
+
+    /// Creates the OU `OU=<name>,<domain DN>` (`name` unescaped; commas and the like are
+    /// escaped here) and returns its DN as the DC writes it.
+    pub async fn create_ou(&self, name: &str) -> anyhow::Result<String> {
+        let out = self
+            .samba_python(&format!(
+                "dn = ldb.Dn(db, base)\n\
+                 dn.add_child(ldb.Dn(db, 'OU=x'))\n\
+                 dn.set_component(0, 'OU', {name:?})\n\
+                 db.add({{'dn': dn, 'objectClass': 'organizationalUnit'}})\n\
+                 print(str(dn))"
+            ))
+            .await?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// Creates an enabled user `name` in the OU `ou_dn` and returns its DN.
+    pub async fn add_user_in(&self, name: &str, password: &str, ou_dn: &str) -> anyhow::Result<String> {
+        let base = self.base_dn();
+        let relative = ou_dn
+            .strip_suffix(&format!(",{base}"))
+            .with_context(|| format!("{ou_dn} is not under {base}"))?;
+        self.samba_tool(&["user", "create", name, password, &format!("--userou={relative}")])
+            .await?;
+        Ok(format!("CN={name},{ou_dn}"))
+    }
+
+    /// Creates a fine-grained password policy `name` with a minimum password age of
+    /// `min_age_days` and applies it to the user or group `applies_to` (a sAMAccountName).
+    pub async fn add_pso(&self, name: &str, min_age_days: u32, applies_to: &str) -> anyhow::Result<()> {
+        self.samba_tool(&[
+            "domain",
+            "passwordsettings",
+            "pso",
+            "create",
+            name,
+            "10",
+            &format!("--min-pwd-age={min_age_days}"),
+        ])
+        .await?;
+        self.samba_tool(&["domain", "passwordsettings", "pso", "apply", name, applies_to])
+            .await
+            .map(drop)
+    }
+}

@@ -204,6 +204,54 @@ impl TestServer {
         ))
     }
 
+    /// Creates an API key with the administrator key and returns (key id, secret).
+    pub async fn create_key(
+        &self,
+        name: &str,
+        role: &str,
+        tenants: &[&str],
+        operations: &[&str],
+    ) -> anyhow::Result<(String, String)> {
+        let body = json!({
+            "name": name,
+            "role": role,
+            "tenant_ids": tenants,
+            "operations": operations,
+        });
+        let (status, key) = self
+            .call(reqwest::Method::POST, "/api-keys", Some(body))
+            .await?;
+        if status != 201 {
+            bail!("creating API key {name} answered {status}: {key}");
+        }
+        Ok((
+            key["id"].as_str().context("id")?.to_owned(),
+            key["key"].as_str().context("key")?.to_owned(),
+        ))
+    }
+
+    /// Enrolls an agent into `tenant` over gRPC, as `wbhealth-agent enroll` does, and returns
+    /// its id.
+    pub async fn enroll_agent(&self, tenant: &str, hostname: &str) -> anyhow::Result<String> {
+        let (_, token) = self.enrollment_token(tenant, 1).await?;
+        let channel = tonic::transport::Endpoint::from_shared(self.grpc_url())?
+            .connect()
+            .await?;
+        let enrolled = wbhealth_proto::v1::agent_service_client::AgentServiceClient::new(channel)
+            .enroll(wbhealth_proto::v1::EnrollRequest {
+                token,
+                host: Some(wbhealth_proto::v1::HostFacts {
+                    hostname: hostname.to_owned(),
+                    os: "test".to_owned(),
+                    agent_version: "0".to_owned(),
+                    domain_controller: String::new(),
+                }),
+            })
+            .await?
+            .into_inner();
+        Ok(enrolled.agent_id)
+    }
+
     /// Polls the tenant status until `ready` accepts it, or fails after `timeout` with the
     /// last status seen.
     pub async fn wait_for_status(

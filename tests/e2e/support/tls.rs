@@ -43,11 +43,17 @@ pub struct TestCa {
 impl TestCa {
     /// Creates a CA with a fresh ECDSA P-256 key and writes its PEM file.
     pub fn new() -> Self {
+        Self::named("wbhealth test CA")
+    }
+
+    /// Like [`TestCa::new`], with its own common name: a client finds issuers by name, so a
+    /// second CA that stands for a TLS-inspecting proxy needs a name of its own.
+    pub fn named(common_name: &str) -> Self {
         let key = KeyPair::generate().expect("ring generates ECDSA P-256 keys");
         let mut params = CertificateParams::default();
         params
             .distinguished_name
-            .push(DnType::CommonName, "wbhealth test CA");
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

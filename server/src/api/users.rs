@@ -1,0 +1,251 @@
+//! Users and their tenant assignments, managed by administrators. A user has no password:
+//! people will sign in through JWT sessions or an OIDC provider (not built yet), and their
+//! principal is then built from the user record (`auth::Principal::from_user`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json as ResponseJson};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::api_keys::{RoleName, check_assignments, valid_name};
+use super::audit;
+use super::auth::Principal;
+use super::page::{PageQuery, encode};
+use super::problem::{Json, Path, Problem, Query};
+use crate::AppState;
+use crate::domain::{AuditAction, NewUser, Operation, Role, TenantId, User, UserId};
+use crate::error::{Error, ErrorCode};
+use crate::storage::StoreError;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(user))
+        .routes(routes!(set_user_tenants))
+}
+
+/// A new user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// A unique name, such as the person's e-mail address.
+    #[schema(example = "alice@msp.example")]
+    pub name: String,
+    /// What the user may do: administrator, technician or viewer.
+    #[schema(example = "technician")]
+    pub role: RoleName,
+    /// The tenants the user may see; required for every role but administrator.
+    #[serde(default)]
+    pub tenant_ids: Vec<Uuid>,
+}
+
+/// A user's tenant assignments, replacing the previous ones.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserTenants {
+    /// The tenants the user may see from now on.
+    pub tenant_ids: Vec<Uuid>,
+}
+
+/// A user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its unique name.
+    pub name: String,
+    /// What the user may do.
+    pub role: RoleName,
+    /// The tenants the user may see (empty for an administrator, which sees all).
+    pub tenant_ids: Vec<Uuid>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.0,
+            name: u.name,
+            role: u.role.into(),
+            tenant_ids: u.tenants.into_iter().map(|t| t.0).collect(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    /// The users, in creation order.
+    pub items: Vec<UserView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Creates a user. Administrators only.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "access",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, description = "Malformed body, or assignments that do not fit the role", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A tenant in tenant_ids does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_user(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Json(body): Json<CreateUser>,
+) -> Result<(StatusCode, ResponseJson<UserView>), Error> {
+    principal.require(Operation::ManageUsers)?;
+    let name = valid_name(&body.name)?;
+    let role = Role::from(body.role);
+    if role == Role::Integration {
+        return Err(Error::invalid(
+            "integration is a role for API keys; give a user administrator, technician or viewer",
+        ));
+    }
+    check_assignments(role, &body.tenant_ids)?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            name,
+            role,
+            tenants: body.tenant_ids.iter().copied().map(TenantId).collect(),
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => Error::new(ErrorCode::Conflict, message),
+            e => Error::from_store(e, "a tenant in tenant_ids"),
+        })?;
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::UserCreated, None, Some(user.id.0)),
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, role = user.role.as_str(), by = %principal.name, "user created");
+    Ok((StatusCode::CREATED, ResponseJson(user.into())))
+}
+
+/// Lists users, in creation order. Administrators only.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "access",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_users(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(query): Query<PageQuery>,
+) -> Result<ResponseJson<UserPage>, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let page = state
+        .store
+        .list_users(query.to_request()?)
+        .await
+        .map_err(|e| Error::from_store(e, "user"))?;
+    let next_cursor = if page.has_more {
+        page.items.last().map(|u| encode(&u.id.0))
+    } else {
+        None
+    };
+    Ok(ResponseJson(UserPage {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Shows one user. Administrators only.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}",
+    tag = "access",
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn user(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(user_id): Path<Uuid>,
+) -> Result<ResponseJson<UserView>, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let id = UserId(user_id);
+    let user = state
+        .store
+        .user(id)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id}")))?;
+    Ok(ResponseJson(user.into()))
+}
+
+/// Replaces a user's tenant assignments. Administrators only.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/tenants",
+    tag = "access",
+    params(("user_id" = Uuid, Path, description = "The user")),
+    request_body = SetUserTenants,
+    responses(
+        (status = 200, description = "The user with its new assignments", body = UserView),
+        (status = 400, description = "Malformed body or id, or assignments that do not fit the role", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user, or a tenant in tenant_ids does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_user_tenants(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(user_id): Path<Uuid>,
+    Json(body): Json<SetUserTenants>,
+) -> Result<ResponseJson<UserView>, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let id = UserId(user_id);
+    let current = state
+        .store
+        .user(id)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id}")))?;
+    check_assignments(current.role, &body.tenant_ids)?;
+    let user = state
+        .store
+        .set_user_tenants(id, body.tenant_ids.iter().copied().map(TenantId).collect())
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id} or a tenant in tenant_ids")))?;
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::UserTenantsSet, None, Some(id.0)),
+    )
+    .await?;
+    tracing::info!(user_id = %id, by = %principal.name, "user tenants set");
+    Ok(ResponseJson(user.into()))
+}

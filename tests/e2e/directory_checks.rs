@@ -1,0 +1,241 @@
+//! The LDAP checks (connector-account permissions, topology, fine-grained policies) against a
+//! real Samba AD DC, walked from a healthy domain through the broken states they detect. Every
+//! broken state is made on the running DC with samba-tool or Samba's Python bindings.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::support::agent::AgentHome;
+use crate::support::lab::Lab;
+
+const PASSWORD: &str = "Passw0rd!Passw0rd";
+const CONNECTOR: &str = "MSOL_e2e0001";
+const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
+const RESET: &str = "00299570-246d-11d0-a768-00aa006e0529";
+const CHANGE: &str = "ab721a53-1e2f-11d0-9819-00aa0040529b";
+const UNEXPIRE: &str = "ccc2dc7d-a6ad-4a7a-8846-c04e3cc53501";
+const LOCKOUT_TIME: &str = "28630ebf-41d5-11d1-a9c1-0000f80367c1";
+const PWD_LAST_SET: &str = "bf967a0a-0de6-11d0-a285-00aa003049e2";
+
+/// The directory checks this test proves.
+const DIRECTORY_CHECKS: &[&str] = &[
+    "permissions.connector_account",
+    "permissions.reset_password",
+    "permissions.change_password",
+    "permissions.write_lockout_time",
+    "permissions.write_pwd_last_set",
+    "permissions.unexpire_password",
+    "permissions.inheritance_blocked",
+    "permissions.protected_accounts",
+    "permissions.user_cannot_change_password",
+    "permissions.pre_windows_2000_access",
+    "topology.read_only_dc",
+    "topology.policy_hints_control",
+    "topology.functional_level",
+    "topology.ou_reserved_characters",
+    "policy.fine_grained_min_age",
+];
+
+/// Runs `diagnose --format json` and returns the results by check id.
+fn diagnose(home: &AgentHome) -> anyhow::Result<HashMap<String, Value>> {
+    let output = home.run(&["diagnose", "--format", "json"])?;
+    let report: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "diagnose printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    Ok(report["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| Some((r["check_id"].as_str()?.to_owned(), r)))
+        .collect())
+}
+
+fn result<'a>(results: &'a HashMap<String, Value>, id: &str) -> &'a Value {
+    results.get(id).unwrap_or(&Value::Null)
+}
+
+fn assert_status(results: &HashMap<String, Value>, id: &str, status: &str, mentions: &[&str]) {
+    let r = result(results, id);
+    assert_eq!(r["status"], status, "{id}: {r:#}");
+    let text = format!(
+        "{} {}",
+        r["summary"].as_str().unwrap_or_default(),
+        r["remediation"].as_str().unwrap_or_default()
+    );
+    for m in mentions {
+        assert!(text.contains(m), "{id} should mention {m:?}: {r:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyhow::Result<()> {
+    let Some(lab) = Lab::start().await? else {
+        return Ok(());
+    };
+    let dc = &lab.dc;
+    let base = dc.base_dn();
+    let domain = dc.realm().to_lowercase();
+
+    // The connector account, granted exactly what Set-ADSyncPasswordWritebackPermissions grants
+    // on the domain head (plus Unexpire password, which Connect 2.1.15 and later add).
+    dc.add_user(CONNECTOR, PASSWORD).await?;
+    let sid = dc.account_sid(CONNECTOR).await?;
+    assert!(sid.starts_with("S-1-5-21-"), "{sid}");
+    dc.dsacl_add(
+        &base,
+        &format!(
+            "(OA;CI;CR;{RESET};{USER_CLASS};{sid})(OA;CI;WP;{LOCKOUT_TIME};{USER_CLASS};{sid})\
+             (OA;CI;WP;{PWD_LAST_SET};{USER_CLASS};{sid})(OA;CI;CR;{UNEXPIRE};;{sid})"
+        ),
+    )
+    .await?;
+    let sales = dc.create_ou("Sales").await?;
+    let alice = dc.add_user_in("alice", PASSWORD, &sales).await?;
+    dc.add_user("bob", PASSWORD).await?;
+    let bob = format!("CN=bob,CN=Users,{base}");
+
+    let config = lab.healthy_agent_config().replace(
+        "timeout_seconds = 10\n",
+        &format!(
+            "timeout_seconds = 10\nconnector_account = {:?}\n",
+            format!("{}\\{CONNECTOR}", dc.netbios())
+        ),
+    );
+    let home = AgentHome::new(&config)?;
+
+    // Healthy: no directory check fails or errs, except the two that a healthy Samba domain
+    // really trips.
+    let healthy = diagnose(&home)?;
+    for id in DIRECTORY_CHECKS {
+        match *id {
+            // Samba 4.17 does not advertise LDAP_SERVER_POLICY_HINTS_OID: writeback against it
+            // would fail, and the check says so, naming the DC.
+            "topology.policy_hints_control" => assert_status(
+                &healthy,
+                id,
+                "fail",
+                &[&dc.fqdn(), "1.2.840.113556.1.4.2066"],
+            ),
+            // The built-in Administrator is protected in every domain.
+            "permissions.protected_accounts" => {
+                assert_status(&healthy, id, "warn", &["CN=Administrator"])
+            }
+            _ => assert_status(&healthy, id, "pass", &[]),
+        }
+    }
+    assert_status(
+        &healthy,
+        "permissions.connector_account",
+        "pass",
+        &[CONNECTOR],
+    );
+
+    // No Reset password on the domain head: every user lacks it.
+    dc.dsacl_remove_containing(&base, RESET).await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.reset_password",
+        "fail",
+        &[
+            CONNECTOR,
+            &base,
+            &format!(
+                "Set-ADSyncPasswordWritebackPermissions -ADConnectorAccountName {CONNECTOR} -ADConnectorAccountDomain {domain}"
+            ),
+        ],
+    );
+    assert_status(&results, "permissions.write_lockout_time", "pass", &[]);
+    dc.dsacl_add(&base, &format!("(OA;CI;CR;{RESET};{USER_CLASS};{sid})"))
+        .await?;
+    let results = diagnose(&home)?;
+    assert_status(&results, "permissions.reset_password", "pass", &[]);
+
+    // Inheritance blocked on OU=Sales, without the connector's ACEs: its users lose the rights.
+    dc.block_inheritance(&sales, &sid).await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.inheritance_blocked",
+        "fail",
+        &[&sales, &format!("-ADobjectDN '{sales}'")],
+    );
+    assert_status(
+        &results,
+        "permissions.reset_password",
+        "fail",
+        &[&alice, "1 user of"],
+    );
+
+    // A PSO with a minimum age of one day, applied to bob.
+    dc.add_pso("Writeback PSO", 1, "bob").await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "policy.fine_grained_min_age",
+        "warn",
+        &[
+            "Writeback PSO",
+            "Set-ADFineGrainedPasswordPolicy -Identity 'Writeback PSO' -MinPasswordAge 0.00:00:00",
+        ],
+    );
+
+    // A protected user: adminCount=1 and a protected ACL without the connector's rights.
+    dc.add_user("carol", PASSWORD).await?;
+    let carol = format!("CN=carol,CN=Users,{base}");
+    dc.set_attribute(&carol, "adminCount", "1").await?;
+    dc.block_inheritance(&carol, &sid).await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.protected_accounts",
+        "warn",
+        &[&carol, "-IncludeAdminSdHolders"],
+    );
+
+    // An OU whose name holds a reserved character.
+    let emea = dc.create_ou("Sales, EMEA").await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "topology.ou_reserved_characters",
+        "fail",
+        &[&emea],
+    );
+
+    // "User cannot change password" on bob: a deny Change password ACE for Everyone.
+    dc.dsacl_add(&bob, &format!("(OD;;CR;{CHANGE};;WD)"))
+        .await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.user_cannot_change_password",
+        "warn",
+        &[&format!(
+            "Set-ADUser -Identity '{bob}' -CannotChangePassword $false"
+        )],
+    );
+    assert_status(
+        &results,
+        "permissions.change_password",
+        "fail",
+        &[&bob, "denied to S-1-1-0"],
+    );
+
+    // The connector account disabled.
+    dc.samba_tool(&["user", "disable", CONNECTOR]).await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.connector_account",
+        "fail",
+        &[CONNECTOR, "disabled"],
+    );
+    Ok(())
+}

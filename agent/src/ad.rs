@@ -308,6 +308,18 @@ pub struct ScopedUser {
     pub resultant_pso: Option<String>,
     /// Its security descriptor, or why it could not be read.
     pub sd: Result<SecurityDescriptor, String>,
+    /// For protected users (`adminCount` set) only: its SID and the SIDs of its `tokenGroups`,
+    /// or why they could not be read; `None` for other users.
+    pub protection: Option<Result<UserGroups, String>>,
+}
+
+/// A user's SID and the SIDs of the groups it is in, transitively.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserGroups {
+    /// The user's SID.
+    pub sid: String,
+    /// The SIDs of its `tokenGroups`.
+    pub token_groups: Vec<String>,
 }
 
 /// The users sampled in scope.

@@ -625,6 +625,29 @@ mod tests {
     }
 
     #[test]
+    fn the_connector_account_and_scope_are_read_with_a_bounded_sample() {
+        let base = "[ldap]\nhost = \"dc1\"\nbind_dn = \"a\"\nbind_password = \"b\"\n";
+        let s = parse(base).expect("valid");
+        let ldap = s.ldap.expect("ldap set");
+        assert_eq!(ldap.connector_account, None);
+        assert!(ldap.scope_dns.is_empty());
+        assert_eq!(ldap.max_users, DEFAULT_MAX_USERS);
+        let s = parse(&format!(
+            "{base}connector_account = 'CONTOSO\\MSOL_abc123'\nscope_dns = [\"OU=Staff,DC=contoso,DC=com\"]\nmax_users = 50\n"
+        ))
+        .expect("valid");
+        let ldap = s.ldap.expect("ldap set");
+        assert_eq!(
+            ldap.connector_account.as_deref(),
+            Some("CONTOSO\\MSOL_abc123")
+        );
+        assert_eq!(ldap.scope_dns, ["OU=Staff,DC=contoso,DC=com"]);
+        assert_eq!(ldap.max_users, 50);
+        let e = parse(&format!("{base}max_users = 0\n")).expect_err("zero users");
+        assert_eq!(e.setting, "ldap.max_users");
+    }
+
+    #[test]
     fn ldap_without_password_names_the_setting() {
         let e = parse("[ldap]\nhost = \"dc1.contoso.com\"\nbind_dn = \"svc@contoso.com\"\n")
             .expect_err("incomplete");

@@ -99,6 +99,9 @@ pub struct DcPorts {
     pub roles: Vec<String>,
     /// The ports, or why none could be tested (the name did not resolve).
     pub ports: Result<HostPorts, String>,
+    /// The CLDAP ping (an LDAP search for `Netlogon` over UDP 389) that DC locators send;
+    /// `None` when the name did not resolve.
+    pub cldap: Option<PortOutcome>,
 }
 
 /// TCP connects to several ports of one address.

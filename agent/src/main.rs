@@ -54,8 +54,13 @@ enum Command {
         /// instead of this machine; works on any operating system.
         #[arg(long, value_name = "FILE")]
         snapshot: Option<PathBuf>,
-        /// Report only the host checks (server.*): with --snapshot on another machine, the
-        /// network and directory checks would judge that machine, not the sync server.
+        /// Run only this check or category (repeatable), e.g. --check network
+        /// --check topology.pdc_emulator. Default: every check.
+        #[arg(long = "check", value_name = "ID|CATEGORY")]
+        checks: Vec<String>,
+        /// Report only the host checks (server.*) and skip the directory probe: with
+        /// --snapshot on another machine, the network and directory checks would judge that
+        /// machine, not the sync server.
         #[arg(long)]
         offline: bool,
     },
@@ -111,9 +116,17 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
             format,
             idle_hold,
             snapshot,
+            checks,
             offline,
         } => {
             init_logging("warn");
+            let chosen = Selection::only(checks);
+            if let Some(unknown) = chosen.unknown() {
+                eprintln!(
+                    "wbhealth-agent: --check {unknown}: no such check or category; GET /api/v1/checks lists them"
+                );
+                return ExitCode::from(64);
+            }
             let mut settings = settings;
             if idle_hold {
                 settings.network.idle_hold = Some(settings.network.idle_hold_duration);
@@ -122,6 +135,8 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
                 settings.host = HostSource::Snapshot(path);
             }
             let selection = if offline {
+                // No directory reads from a machine that is not the sync server.
+                settings.ldap = None;
                 Selection::only(
                     wbhealth_catalogue::CATALOGUE
                         .iter()
@@ -130,7 +145,7 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
                         .collect(),
                 )
             } else {
-                Selection::all()
+                chosen
             };
             let run = run_once(&settings, &host_name, &selection).await;
             match format {

@@ -30,14 +30,32 @@ impl Selection {
         Selection(Vec::new())
     }
 
-    /// Only these ids; an empty list means every check.
+    /// Only these check ids or whole categories (`network`); an empty list means every check.
     pub fn only(ids: Vec<String>) -> Selection {
         Selection(ids)
     }
 
-    /// Whether `id` runs.
+    /// Whether `id` runs: it is named, or its category is.
     pub fn includes(&self, id: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|i| i == id)
+        self.0.is_empty()
+            || self.0.iter().any(|i| {
+                i == id
+                    || id
+                        .strip_prefix(i.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+    }
+
+    /// The first entry that names neither a check nor a category of the catalogue.
+    pub fn unknown(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|i| {
+                !wbhealth_catalogue::CATALOGUE
+                    .iter()
+                    .any(|c| c.id == i.as_str() || c.category.as_str() == i.as_str())
+            })
+            .map(String::as_str)
     }
 }
 
@@ -51,5 +69,25 @@ pub async fn run_once(settings: &Settings, host_name: &str, selection: &Selectio
         started_at,
         finished_at: OffsetDateTime::now_utc(),
         outcomes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Selection;
+
+    #[test]
+    fn a_selection_takes_ids_and_whole_categories() {
+        let selection = Selection::only(vec!["network".into(), "policy.min_password_age".into()]);
+        assert!(selection.includes("network.dns_resolution"));
+        assert!(selection.includes("policy.min_password_age"));
+        assert!(!selection.includes("policy.fine_grained_min_age"));
+        assert!(!selection.includes("networking.x"));
+        assert!(Selection::all().includes("anything.at_all"));
+        assert_eq!(selection.unknown(), None);
+        assert_eq!(
+            Selection::only(vec!["netwrk".into()]).unknown(),
+            Some("netwrk")
+        );
     }
 }

@@ -519,6 +519,18 @@ async fn each_role_does_what_it_should_in_its_own_tenant() -> anyhow::Result<()>
     assert_eq!(events[0]["principal_name"], "technician");
     assert_eq!(events[0]["target_id"], token["id"]);
     assert_eq!(events[0]["client_ip"], "127.0.0.1");
+    // Agents enrolling over gRPC are changes too.
+    let (_, log) = server
+        .call(Method::GET, &format!("/audit-events?tenant_id={a}"), None)
+        .await?;
+    let enrolled = log["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["action"] == "agent.enrolled")
+        .with_context(|| format!("an agent.enrolled event: {log:#}"))?;
+    assert_eq!(enrolled["target_id"], json!(world.a.agent));
+    assert_eq!(enrolled["client_ip"], "127.0.0.1");
     // Paged with the opaque cursor.
     let (_, first) = server
         .call(Method::GET, "/audit-events?limit=1", None)

@@ -28,8 +28,9 @@ const DIRECTORY_CHECKS: &[&str] = &[
     "permissions.unexpire_password",
     "permissions.inheritance_blocked",
     "permissions.protected_accounts",
+    "permissions.orphaned_admin_count",
     "permissions.user_cannot_change_password",
-    "permissions.pre_windows_2000_access",
+    "permissions.pre_windows_compatible_access",
     "topology.read_only_dc",
     "topology.policy_hints_control",
     "topology.functional_level",
@@ -109,7 +110,7 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
     );
     let home = AgentHome::new(&config)?;
 
-    // Healthy: no directory check fails or errs, except the two that a healthy Samba domain
+    // Healthy: no directory check fails or errs, except the one that a healthy Samba domain
     // really trips.
     let healthy = diagnose(&home)?;
     for id in DIRECTORY_CHECKS {
@@ -122,10 +123,6 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
                 "fail",
                 &[&dc.fqdn(), "1.2.840.113556.1.4.2066"],
             ),
-            // The built-in Administrator is protected in every domain.
-            "permissions.protected_accounts" => {
-                assert_status(&healthy, id, "warn", &["CN=Administrator"])
-            }
             _ => assert_status(&healthy, id, "pass", &[]),
         }
     }
@@ -134,6 +131,16 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
         "permissions.connector_account",
         "pass",
         &[CONNECTOR],
+    );
+    // The built-in Administrator is protected in every domain: evidence, not a warning.
+    let administrator = Value::String(format!("CN=Administrator,CN=Users,{base}"));
+    let built_in =
+        &result(&healthy, "permissions.protected_accounts")["evidence"]["built_in_protected"];
+    assert!(
+        built_in
+            .as_array()
+            .is_some_and(|dns| dns.contains(&administrator)),
+        "{built_in:#}"
     );
 
     // No Reset password on the domain head: every user lacks it.
@@ -197,6 +204,12 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
         "permissions.protected_accounts",
         "warn",
         &[&carol, "-IncludeAdminSdHolders"],
+    );
+    assert_status(
+        &results,
+        "permissions.orphaned_admin_count",
+        "fail",
+        &[&format!("Set-ADUser -Identity '{carol}' -Clear adminCount")],
     );
 
     // An OU whose name holds a reserved character.

@@ -18,7 +18,14 @@ fn snapshot(name: &str) -> String {
 /// Runs `diagnose --snapshot FILE --offline --format json` and returns the exit code and the
 /// host results.
 fn diagnose(home: &AgentHome, file: &str) -> anyhow::Result<(Option<i32>, Vec<Value>)> {
-    let output = home.run(&["diagnose", "--snapshot", file, "--offline", "--format", "json"])?;
+    let output = home.run(&[
+        "diagnose",
+        "--snapshot",
+        file,
+        "--offline",
+        "--format",
+        "json",
+    ])?;
     let report: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
         anyhow::anyhow!(
             "not a JSON report ({e}): {}\n{}",
@@ -45,9 +52,16 @@ fn a_healthy_snapshot_raises_no_failure() -> anyhow::Result<()> {
     assert!(results.len() >= 24, "{results:#?}");
     for r in &results {
         let id = r["check_id"].as_str().unwrap_or_default();
-        assert!(id.starts_with("server."), "--offline reports only host checks: {id}");
+        assert!(
+            id.starts_with("server."),
+            "--offline reports only host checks: {id}"
+        );
         let status = r["status"].as_str().unwrap_or_default();
-        let expected = if id.starts_with("server.cloudsync_") { "not_applicable" } else { "pass" };
+        let expected = if id.starts_with("server.cloudsync_") {
+            "not_applicable"
+        } else {
+            "pass"
+        };
         assert_eq!(status, expected, "{r:#}");
     }
     assert_eq!(
@@ -66,7 +80,8 @@ fn a_broken_snapshot_fails_with_the_real_connector_in_the_fix() -> anyhow::Resul
     assert_eq!(credentials["status"], "fail", "{credentials:#}");
     let fix = credentials["remediation"].as_str().unwrap_or_default();
     assert!(
-        fix.contains(r"contoso.com\MSOL_1a2b3c4d5e6f") && fix.contains("Connectors → contoso.com → Properties"),
+        fix.contains(r"contoso.com\MSOL_1a2b3c4d5e6f")
+            && fix.contains("Connectors → contoso.com → Properties"),
         "the fix names the connector and its account: {fix}"
     );
     assert_eq!(credentials["evidence"]["events"][0]["id"], 6000);
@@ -76,7 +91,9 @@ fn a_broken_snapshot_fails_with_the_real_connector_in_the_fix() -> anyhow::Resul
     let version = by_id(&results, "server.connect_version");
     assert_eq!(version["status"], "fail");
     assert!(
-        version["summary"].as_str().is_some_and(|s| s.contains("2.4.131.0") && s.contains("2026-09-30")),
+        version["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("2.4.131.0") && s.contains("2026-09-30")),
         "{version:#}"
     );
 
@@ -91,7 +108,11 @@ fn a_broken_snapshot_fails_with_the_real_connector_in_the_fix() -> anyhow::Resul
 fn an_unreadable_snapshot_is_an_error_with_the_reason_never_a_pass() -> anyhow::Result<()> {
     let home = AgentHome::new("")?;
     let (code, results) = diagnose(&home, "/nonexistent/host-snapshot.json")?;
-    assert_eq!(code, Some(2), "nothing failed, nothing could be evaluated: {results:#?}");
+    assert_eq!(
+        code,
+        Some(2),
+        "nothing failed, nothing could be evaluated: {results:#?}"
+    );
     for r in &results {
         assert_eq!(r["status"], "error", "{r:#}");
         let summary = r["summary"].as_str().unwrap_or_default();
@@ -105,7 +126,9 @@ fn an_unreadable_snapshot_is_an_error_with_the_reason_never_a_pass() -> anyhow::
     let staging = by_id(&results, "server.staging_mode");
     assert_eq!(staging["status"], "error", "{staging:#}");
     assert!(
-        staging["summary"].as_str().is_some_and(|s| s.contains("Access is denied")),
+        staging["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("Access is denied")),
         "{staging:#}"
     );
     Ok(())
@@ -120,6 +143,9 @@ fn collect_needs_windows_and_says_so_with_exit_64() -> anyhow::Result<()> {
     let output = home.run(&["collect", "--output", "snapshot.json"])?;
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("only on Windows") && stderr.contains("--snapshot"), "{stderr}");
+    assert!(
+        stderr.contains("only on Windows") && stderr.contains("--snapshot"),
+        "{stderr}"
+    );
     Ok(())
 }

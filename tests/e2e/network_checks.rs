@@ -85,7 +85,8 @@ async fn network_checks_follow_real_peers_through_broken_states() -> anyhow::Res
     assert!(
         dc.contains(&lab.dc.fqdn())
             && dc.contains("PDC emulator")
-            && dc.contains("53, 88, 135, 389, 445, 636"),
+            && dc.contains("53, 88, 135, 389, 445, 636")
+            && dc.contains("CLDAP (UDP 389)"),
         "{dc}"
     );
     assert!(

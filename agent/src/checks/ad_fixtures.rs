@@ -143,6 +143,7 @@ fn user(name: &str) -> ScopedUser {
         uac_computed: Some(0),
         resultant_pso: None,
         sd: Ok(user_sd()),
+        protection: None,
     }
 }
 

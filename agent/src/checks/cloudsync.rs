@@ -7,11 +7,10 @@
 use serde_json::json;
 use wbhealth_catalogue::{Status, render};
 
-use super::server::{
-    Host, Version, audit_registry, default_proxy, finish, host_facts, unreadable,
-    verdict,
-};
 use super::Verdict;
+use super::server::{
+    Host, Version, audit_registry, default_proxy, finish, host_facts, unreadable, verdict,
+};
 use crate::facts::Facts;
 use crate::host::snapshot::{Service, Snapshot, paths};
 use crate::result::CheckOutcome;
@@ -28,8 +27,20 @@ const MINIMUM: Version = Version::new(1, 1, 977, 0);
 
 /// The agent's services by display name, current and earlier names.
 const SERVICES: &[(&str, &[&str])] = &[
-    ("Microsoft Entra Provisioning Agent", &["Microsoft Entra Provisioning Agent", "Microsoft Azure AD Connect Provisioning Agent"]),
-    ("Microsoft Entra Connect Agent Updater", &["Microsoft Entra Connect Agent Updater", "Microsoft Azure AD Connect Agent Updater"]),
+    (
+        "Microsoft Entra Provisioning Agent",
+        &[
+            "Microsoft Entra Provisioning Agent",
+            "Microsoft Azure AD Connect Provisioning Agent",
+        ],
+    ),
+    (
+        "Microsoft Entra Connect Agent Updater",
+        &[
+            "Microsoft Entra Connect Agent Updater",
+            "Microsoft Azure AD Connect Agent Updater",
+        ],
+    ),
 ];
 
 /// The [S24] subset of the TLS 1.2 values.
@@ -43,8 +54,14 @@ const TLS_VALUES: &[(&str, &str, u64)] = &[
 ];
 
 fn agent_service<'a>(snap: &'a Snapshot, names: &[&str]) -> Result<Option<&'a Service>, String> {
-    let services = snap.services.as_result().map_err(|e| format!("services: {e}"))?;
-    Ok(services.0.iter().find(|s| names.iter().any(|n| s.display_name.eq_ignore_ascii_case(n))))
+    let services = snap
+        .services
+        .as_result()
+        .map_err(|e| format!("services: {e}"))?;
+    Ok(services
+        .0
+        .iter()
+        .find(|s| names.iter().any(|n| s.display_name.eq_ignore_ascii_case(n))))
 }
 
 /// Whether the provisioning agent is installed: its executable or its service exists.
@@ -59,11 +76,19 @@ pub(super) fn agent_installed(snap: &Snapshot) -> Result<bool, String> {
 }
 
 /// Runs `body` on a Cloud Sync agent host; `not_applicable` elsewhere.
-fn with_agent(id: &'static str, facts: &Facts, body: impl FnOnce(&Host<'_>) -> Verdict) -> CheckOutcome {
+fn with_agent(
+    id: &'static str,
+    facts: &Facts,
+    body: impl FnOnce(&Host<'_>) -> Verdict,
+) -> CheckOutcome {
     let verdict = match host_facts(facts) {
         Err(v) => v,
         Ok(host) => match agent_installed(host.snap) {
-            Err(e) => unreadable(&host, "whether the Cloud Sync provisioning agent is installed", &e),
+            Err(e) => unreadable(
+                &host,
+                "whether the Cloud Sync provisioning agent is installed",
+                &e,
+            ),
             Ok(false) => verdict(
                 Status::NotApplicable,
                 format!("no Cloud Sync provisioning agent on {}", host.server),
@@ -82,22 +107,43 @@ pub fn agent_version(facts: &Facts) -> CheckOutcome {
         let def = super::def(AGENT_VERSION);
         let found = match host.snap.file(paths::PROVISIONING_AGENT_EXE) {
             Err(e) => return unreadable(host, "the provisioning agent's version", &e),
-            Ok(None) => return unreadable(host, "the provisioning agent's version", "AADConnectProvisioningAgent.exe is missing although the service exists"),
+            Ok(None) => {
+                return unreadable(
+                    host,
+                    "the provisioning agent's version",
+                    "AADConnectProvisioningAgent.exe is missing although the service exists",
+                );
+            }
             Ok(Some(f)) => f.file_version.clone().unwrap_or_default(),
         };
         let Some(version) = Version::parse(&found) else {
-            return unreadable(host, "the provisioning agent's version", &format!("not a version: {found:?}"));
+            return unreadable(
+                host,
+                "the provisioning agent's version",
+                &format!("not a version: {found:?}"),
+            );
         };
         let shown = version.to_string();
         let evidence = json!({ "file": paths::PROVISIONING_AGENT_EXE, "version": shown, "minimum": MINIMUM.to_string() });
         if version >= MINIMUM {
-            verdict(Status::Pass, format!("the provisioning agent on {} is {shown}", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!("the provisioning agent on {} is {shown}", host.server),
+                evidence,
+                String::new(),
+            )
         } else {
             verdict(
                 Status::Fail,
-                format!("the provisioning agent on {} is {shown}, older than {MINIMUM}, the first that writes passwords back", host.server),
+                format!(
+                    "the provisioning agent on {} is {shown}, older than {MINIMUM}, the first that writes passwords back",
+                    host.server
+                ),
                 evidence,
-                render(def.remediation, &[("server", host.server), ("version", &shown)]),
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("version", &shown)],
+                ),
             )
         }
     })
@@ -126,14 +172,28 @@ pub fn agent_services(facts: &Facts) -> CheckOutcome {
         }
         let evidence = json!({ "services": rows });
         if stopped.is_empty() {
-            verdict(Status::Pass, format!("the provisioning agent services on {} are running", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!(
+                    "the provisioning agent services on {} are running",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            )
         } else {
             let list = stopped.join(", ");
             verdict(
                 Status::Fail,
-                format!("provisioning agent services not running on {}: {list}", host.server),
+                format!(
+                    "provisioning agent services not running on {}: {list}",
+                    host.server
+                ),
                 evidence,
-                render(def.remediation, &[("server", host.server), ("services", &list)]),
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("services", &list)],
+                ),
             )
         }
     })
@@ -156,7 +216,12 @@ pub fn agent_network_config(facts: &Facts) -> CheckOutcome {
             Ok(Some(f)) => default_proxy(&f.text),
             Ok(None) => None,
         };
-        let mut problems: Vec<String> = audit.wrong.iter().chain(&audit.missing).map(|v| format!("set {v}")).collect();
+        let mut problems: Vec<String> = audit
+            .wrong
+            .iter()
+            .chain(&audit.missing)
+            .map(|v| format!("set {v}"))
+            .collect();
         let machine_proxy = machine.as_ref().filter(|p| p.routes_through_proxy());
         let agent_proxy = agent.as_ref().filter(|p| p.routes_through_proxy());
         if let (Some(m), None) = (machine_proxy, agent_proxy) {
@@ -171,14 +236,28 @@ pub fn agent_network_config(facts: &Facts) -> CheckOutcome {
             "agent_config_default_proxy": agent,
         });
         if problems.is_empty() {
-            verdict(Status::Pass, format!("TLS 1.2 and the proxy are configured for the provisioning agent on {}", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!(
+                    "TLS 1.2 and the proxy are configured for the provisioning agent on {}",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            )
         } else {
             let detail = problems.join("; ");
             verdict(
                 Status::Fail,
-                format!("the provisioning agent on {} is not configured for its network: {detail}", host.server),
+                format!(
+                    "the provisioning agent on {} is not configured for its network: {detail}",
+                    host.server
+                ),
                 evidence,
-                render(def.remediation, &[("server", host.server), ("detail", &detail)]),
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("detail", &detail)],
+                ),
             )
         }
     })

@@ -45,20 +45,57 @@ pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
     (topology::PDC_EMULATOR, topology::pdc_emulator),
     (policy::MIN_PASSWORD_AGE, policy::min_password_age),
     (directory::READ_ONLY_DC, directory::read_only_dc),
-    (directory::POLICY_HINTS_CONTROL, directory::policy_hints_control),
+    (
+        directory::POLICY_HINTS_CONTROL,
+        directory::policy_hints_control,
+    ),
     (directory::FUNCTIONAL_LEVEL, directory::functional_level),
-    (directory::OU_RESERVED_CHARACTERS, directory::ou_reserved_characters),
-    (directory::FINE_GRAINED_MIN_AGE, directory::fine_grained_min_age),
-    (permissions::CONNECTOR_ACCOUNT, permissions::connector_account),
+    (
+        directory::OU_RESERVED_CHARACTERS,
+        directory::ou_reserved_characters,
+    ),
+    (
+        directory::FINE_GRAINED_MIN_AGE,
+        directory::fine_grained_min_age,
+    ),
+    (
+        permissions::CONNECTOR_ACCOUNT,
+        permissions::connector_account,
+    ),
     (permissions::RESET_PASSWORD, permissions::reset_password),
     (permissions::CHANGE_PASSWORD, permissions::change_password),
-    (permissions::WRITE_LOCKOUT_TIME, permissions::write_lockout_time),
-    (permissions::WRITE_PWD_LAST_SET, permissions::write_pwd_last_set),
-    (permissions::UNEXPIRE_PASSWORD, permissions::unexpire_password),
-    (permissions::INHERITANCE_BLOCKED, permissions::inheritance_blocked),
-    (permissions::PROTECTED_ACCOUNTS, permissions::protected_accounts),
-    (permissions::CANNOT_CHANGE_PASSWORD, permissions::user_cannot_change_password),
-    (permissions::PRE_WINDOWS_2000_ACCESS, permissions::pre_windows_2000_access),
+    (
+        permissions::WRITE_LOCKOUT_TIME,
+        permissions::write_lockout_time,
+    ),
+    (
+        permissions::WRITE_PWD_LAST_SET,
+        permissions::write_pwd_last_set,
+    ),
+    (
+        permissions::UNEXPIRE_PASSWORD,
+        permissions::unexpire_password,
+    ),
+    (
+        permissions::INHERITANCE_BLOCKED,
+        permissions::inheritance_blocked,
+    ),
+    (
+        permissions::PROTECTED_ACCOUNTS,
+        permissions::protected_accounts,
+    ),
+    (
+        permissions::ORPHANED_ADMIN_COUNT,
+        permissions::orphaned_admin_count,
+    ),
+    (
+        permissions::CANNOT_CHANGE_PASSWORD,
+        permissions::user_cannot_change_password,
+    ),
+    (
+        permissions::PRE_WINDOWS_2000_ACCESS,
+        permissions::pre_windows_2000_access,
+    ),
     (server::ADSYNC_SERVICE, server::adsync_service),
     (server::WRITEBACK_ENABLED, server::writeback_enabled),
     (server::STAGING_MODE, server::staging_mode),
@@ -69,20 +106,33 @@ pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
     (server::CLOCK_SKEW, server::clock_skew),
     (server::CONNECT_ON_DC, server::connect_on_dc),
     (server::RESTRICT_REMOTE_SAM, server::restrict_remote_sam),
+    (server::IMPERSONATE_PRIVILEGE, server::impersonate_privilege),
     (server::DOTNET_PROXY, server::dotnet_proxy),
     (server::TLS12_REGISTRY, server::tls12_registry),
     (server::INITIAL_SYNC, server::initial_sync),
     (server::SYNC_SCHEDULER, server::sync_scheduler),
     (events::WRITEBACK_LISTENER, events::writeback_listener),
-    (events::WRITEBACK_CONFIGURATION, events::writeback_configuration),
+    (
+        events::WRITEBACK_CONFIGURATION,
+        events::writeback_configuration,
+    ),
     (events::CONNECTOR_CREDENTIALS, events::connector_credentials),
-    (events::CONNECTOR_PASSWORD_LENGTH, events::connector_password_length),
+    (
+        events::CONNECTOR_PASSWORD_LENGTH,
+        events::connector_password_length,
+    ),
     (events::LDAP_SIGN_AND_SEAL, events::ldap_sign_and_seal),
-    (events::FOREST_WRITEBACK_ENABLEMENT, events::forest_writeback_enablement),
+    (
+        events::FOREST_WRITEBACK_ENABLEMENT,
+        events::forest_writeback_enablement,
+    ),
     (events::WRITEBACK_ERRORS, events::writeback_errors),
     (cloudsync::AGENT_VERSION, cloudsync::agent_version),
     (cloudsync::AGENT_SERVICES, cloudsync::agent_services),
-    (cloudsync::AGENT_NETWORK_CONFIG, cloudsync::agent_network_config),
+    (
+        cloudsync::AGENT_NETWORK_CONFIG,
+        cloudsync::agent_network_config,
+    ),
 ];
 
 /// Runs every check the agent implements whose id `enabled` accepts, in catalogue order.
@@ -266,6 +316,7 @@ pub(crate) mod fixtures {
                             .chain([PortProbe { port: 49152, dynamic: true, outcome: PortOutcome::Refused }])
                             .collect(),
                     }),
+                    cldap: Some(PortOutcome::Open),
                 }],
                 legacy_relay_ports: Some(vec![HostPorts {
                     host: "ssprdedicatedsbprodscu.servicebus.windows.net".to_owned(),
@@ -303,8 +354,10 @@ pub(crate) mod fixtures {
     pub fn healthy_host() -> crate::host::HostFacts {
         crate::host::HostFacts {
             source: "snapshot healthy.json".to_owned(),
-            snapshot: crate::host::parse_snapshot(include_str!("../../tests/fixtures/snapshots/healthy.json"))
-                .expect("the healthy snapshot fixture parses"),
+            snapshot: crate::host::parse_snapshot(include_str!(
+                "../../tests/fixtures/snapshots/healthy.json"
+            ))
+            .expect("the healthy snapshot fixture parses"),
         }
     }
 
@@ -366,11 +419,9 @@ mod tests {
                 Status::Pass
             };
             assert_eq!(
-                outcome.status,
-                expected,
+                outcome.status, expected,
                 "{}: {}",
-                outcome.check.id,
-                outcome.summary
+                outcome.check.id, outcome.summary
             );
             assert!(outcome.remediation.is_empty());
             assert!(outcome.evidence.is_object());

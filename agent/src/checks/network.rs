@@ -627,6 +627,7 @@ pub fn dc_ports(facts: &Facts) -> CheckOutcome {
                     "dynamic_rpc_sample": p.dynamic,
                     "outcome": p.outcome.describe(),
                 })).collect::<Vec<_>>(),
+                "cldap_udp_389": dc.cldap.as_ref().map(PortOutcome::describe),
             }),
             Err(e) => json!({ "host": dc.host, "roles": dc.roles, "error": e }),
         }).collect::<Vec<_>>(),
@@ -644,15 +645,17 @@ pub fn dc_ports(facts: &Facts) -> CheckOutcome {
             Ok(ports) => {
                 let bad: Vec<&PortProbe> =
                     ports.ports.iter().filter(|p| !port_reachable(p)).collect();
-                if !bad.is_empty() {
+                let cldap = dc.cldap.as_ref().filter(|c| **c != PortOutcome::Open);
+                if !bad.is_empty() || cldap.is_some() {
                     let list = bad
                         .iter()
                         .map(|p| format!("TCP {} {}", p.port, p.outcome.describe()))
+                        .chain(cldap.map(|c| format!("CLDAP (UDP 389) {}", c.describe())))
                         .collect::<Vec<_>>()
                         .join(", ");
                     blocked.push((
                         dc.host.clone(),
-                        Some(bad[0].port),
+                        Some(bad.first().map_or(389, |p| p.port)),
                         format!("{name} at {}: {list}", ports.address),
                     ));
                 }
@@ -714,8 +717,13 @@ pub fn dc_ports(facts: &Facts) -> CheckOutcome {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
+                let cldap = if dc.cldap.is_some() {
+                    " and CLDAP (UDP 389)"
+                } else {
+                    ""
+                };
                 Some(format!(
-                    "{} ({}) answers on TCP {}; dynamic RPC sample {} not filtered",
+                    "{} ({}) answers on TCP {}{cldap}; dynamic RPC sample {} not filtered",
                     dc.host,
                     dc.roles.join(", "),
                     list(false),
@@ -1310,6 +1318,16 @@ mod tests {
             dc_ports(&facts).status,
             Status::Fail,
             "a filtered dynamic port fails"
+        );
+
+        let mut facts = healthy();
+        facts.network.dc_ports[0].cldap = Some(PortOutcome::TimedOut);
+        let outcome = dc_ports(&facts);
+        assert_eq!(outcome.status, Status::Fail);
+        assert!(
+            outcome.summary.contains("CLDAP (UDP 389) timed out"),
+            "{}",
+            outcome.summary
         );
 
         let mut facts = healthy();

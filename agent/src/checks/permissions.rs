@@ -36,10 +36,12 @@ pub const UNEXPIRE_PASSWORD: &str = "permissions.unexpire_password";
 pub const INHERITANCE_BLOCKED: &str = "permissions.inheritance_blocked";
 /// Catalogue id of the protected accounts check (PERM-08).
 pub const PROTECTED_ACCOUNTS: &str = "permissions.protected_accounts";
+/// Catalogue id of the orphaned `adminCount` check (PERM-09).
+pub const ORPHANED_ADMIN_COUNT: &str = "permissions.orphaned_admin_count";
 /// Catalogue id of the "user cannot change password" check (PERM-11).
 pub const CANNOT_CHANGE_PASSWORD: &str = "permissions.user_cannot_change_password";
 /// Catalogue id of the `NetUserGetInfo` read access check (PERM-12).
-pub const PRE_WINDOWS_2000_ACCESS: &str = "permissions.pre_windows_2000_access";
+pub const PRE_WINDOWS_2000_ACCESS: &str = "permissions.pre_windows_compatible_access";
 
 /// How many DNs a summary or a remediation lists before saying "and n more".
 const LISTED: usize = 10;
@@ -422,10 +424,29 @@ pub fn protected_accounts(facts: &Facts) -> CheckOutcome {
     let verdict = (|| -> Result<Verdict, Verdict> {
         let dir = directory(facts)?;
         let sample = part(facts, "the users in scope", &dir.ad.users)?;
-        let protected: Vec<String> = sample.users.iter().filter(|u| u.admin_count > 0).map(|u| u.dn.clone()).collect();
-        let evidence = json!({ "users_checked": sample.users.len(), "protected": protected.iter().take(50).collect::<Vec<_>>() });
+        // The built-in Administrator and krbtgt are protected in every domain; naming them in
+        // every report would only teach people to ignore this check.
+        let built_in = |u: &ScopedUser| {
+            matches!(&u.protection, Some(Ok(g)) if g.sid.rsplit('-').next().is_some_and(|rid| rid == "500" || rid == "502"))
+        };
+        let (built_ins, protected): (Vec<&ScopedUser>, Vec<&ScopedUser>) =
+            sample.users.iter().filter(|u| u.admin_count > 0).partition(|u| built_in(u));
+        let protected: Vec<String> = protected.iter().map(|u| u.dn.clone()).collect();
+        let evidence = json!({
+            "users_checked": sample.users.len(),
+            "protected": protected.iter().take(50).collect::<Vec<_>>(),
+            "built_in_protected": built_ins.iter().map(|u| u.dn.as_str()).collect::<Vec<_>>(),
+        });
         if protected.is_empty() {
-            return Ok(Verdict { status: Status::Pass, summary: format!("no protected account among {} in scope", plural(sample.users.len(), "user", "users")), evidence, remediation: String::new() });
+            return Ok(Verdict {
+                status: Status::Pass,
+                summary: format!(
+                    "no protected account among {} in scope besides the built-in Administrator and krbtgt",
+                    plural(sample.users.len(), "user", "users")
+                ),
+                evidence,
+                remediation: String::new(),
+            });
         }
         let account = dir.ad.connector.as_ref().map(|c| account_name(c).to_owned()).unwrap_or_else(|_| "<connector account>".to_owned());
         Ok(Verdict {
@@ -439,6 +460,95 @@ pub fn protected_accounts(facts: &Facts) -> CheckOutcome {
             ),
             evidence,
             remediation: render(def.remediation, &[("users", &listed(&protected)), ("account", &account), ("domain", &dir.domain_dns_name)]),
+        })
+    })()
+    .unwrap_or_else(|v| v);
+    verdict.into_outcome(def, facts, facts.durations.directory)
+}
+
+/// Built-in groups whose members AdminSDHolder protects (`S-1-5-32-…`).
+const PROTECTED_BUILTIN: &[&str] = &[
+    "S-1-5-32-544",
+    "S-1-5-32-548",
+    "S-1-5-32-549",
+    "S-1-5-32-550",
+    "S-1-5-32-551",
+    "S-1-5-32-552",
+];
+/// RIDs of the domain's protected groups (Domain Admins, Domain Controllers, Schema Admins,
+/// Enterprise Admins, Read-only DCs, Key Admins, Enterprise Key Admins) and accounts
+/// (Administrator, krbtgt).
+const PROTECTED_RIDS: &[&str] = &[
+    "512", "516", "518", "519", "521", "526", "527", "500", "502",
+];
+
+fn protected_sid(sid: &str) -> bool {
+    PROTECTED_BUILTIN.contains(&sid)
+        || (sid.starts_with("S-1-5-21-")
+            && sid
+                .rsplit('-')
+                .next()
+                .is_some_and(|rid| PROTECTED_RIDS.contains(&rid)))
+}
+
+/// PERM-09: no user keeps `adminCount` after leaving every protected group.
+pub fn orphaned_admin_count(facts: &Facts) -> CheckOutcome {
+    let def = def(ORPHANED_ADMIN_COUNT);
+    let verdict = (|| -> Result<Verdict, Verdict> {
+        let dir = directory(facts)?;
+        let sample = part(facts, "the users in scope", &dir.ad.users)?;
+        let protected: Vec<&ScopedUser> = sample.users.iter().filter(|u| u.admin_count > 0).collect();
+        let mut orphaned = Vec::new();
+        let mut unreadable = Vec::new();
+        for user in &protected {
+            match &user.protection {
+                Some(Ok(groups)) => {
+                    if !protected_sid(&groups.sid) && !groups.token_groups.iter().any(|g| protected_sid(g)) {
+                        orphaned.push(user.dn.clone());
+                    }
+                }
+                Some(Err(e)) => unreadable.push(format!("{}: {e}", user.dn)),
+                None => unreadable.push(format!("{}: groups not read", user.dn)),
+            }
+        }
+        let evidence = json!({
+            "protected_users": protected.len(),
+            "orphaned": orphaned.iter().take(50).collect::<Vec<_>>(),
+            "unreadable": unreadable.iter().take(50).collect::<Vec<_>>(),
+        });
+        if orphaned.is_empty() && !unreadable.is_empty() {
+            return Err(Verdict {
+                status: Status::Error,
+                summary: format!("could not read the groups of {}: {}", plural(unreadable.len(), "protected user", "protected users"), listed(&unreadable)),
+                evidence,
+                remediation: format!("Let the account {} binds as read tokenGroups of the protected users.", facts.host_name),
+            });
+        }
+        if orphaned.is_empty() {
+            return Ok(Verdict {
+                status: Status::Pass,
+                summary: format!("every one of {} in scope is still in a protected group", plural(protected.len(), "protected user", "protected users")),
+                evidence,
+                remediation: String::new(),
+            });
+        }
+        let commands = orphaned
+            .iter()
+            .take(LISTED)
+            .map(|dn| format!("Set-ADUser -Identity '{dn}' -Clear adminCount; $acl = Get-Acl 'AD:{dn}'; $acl.SetAccessRuleProtection($false, $true); Set-Acl 'AD:{dn}' $acl"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok(Verdict {
+            status: Status::Fail,
+            summary: format!(
+                "{} adminCount set but {} in no protected group, so {} protected ACL keeps the connector's rights out: {}",
+                if orphaned.len() == 1 { "1 user has".to_owned() } else { format!("{} users have", orphaned.len()) },
+                if orphaned.len() == 1 { "is" } else { "are" },
+                if orphaned.len() == 1 { "its" } else { "their" },
+                listed(&orphaned)
+            ),
+            evidence,
+            remediation: render(def.remediation, &[("commands", &commands)]),
         })
     })()
     .unwrap_or_else(|v| v);
@@ -576,9 +686,62 @@ pub(crate) mod tests {
         unexpire_password,
         inheritance_blocked,
         protected_accounts,
+        orphaned_admin_count,
         user_cannot_change_password,
         pre_windows_2000_access,
     ];
+
+    /// The domain SID of the Samba DC the descriptors in `testdata/` were captured from.
+    const CAPTURED_DOMAIN: &str = "S-1-5-21-2223247103-3762509082-3211981945";
+
+    #[test]
+    fn rights_on_descriptors_captured_from_a_samba_dc() {
+        // nTSecurityDescriptor read with the SD flags control (DACL only) from a freshly
+        // provisioned Samba 4.17 DC: its domain head, and a user created in CN=Users.
+        let head =
+            SecurityDescriptor::parse(include_bytes!("../../testdata/samba_domain_head_sd.bin"))
+                .expect("domain head parses");
+        let user =
+            SecurityDescriptor::parse(include_bytes!("../../testdata/samba_captured_user_sd.bin"))
+                .expect("user parses");
+        // As many ACEs as Samba's own NDR parser finds (python3 samba.ndr.ndr_unpack).
+        assert_eq!((head.dacl.len(), user.dacl.len()), (46, 44));
+        assert_eq!((head.control, user.control), (0x8404, 0x8404));
+        assert!(!head.inheritance_blocked() && !user.inheritance_blocked());
+        let reset = Right::Extended("00299570-246d-11d0-a768-00aa006e0529");
+        let change = Right::Extended("ab721a53-1e2f-11d0-9819-00aa0040529b");
+        let unexpire = Right::Extended("ccc2dc7d-a6ad-4a7a-8846-c04e3cc53501");
+        let lockout = Right::WriteProperty("28630ebf-41d5-11d1-a9c1-0000f80367c1");
+        // A plain account: Everyone's Change password, AD's default Unexpire password for
+        // Authenticated Users, and nothing else writeback needs.
+        let plain = [
+            "S-1-5-21-2223247103-3762509082-3211981945-1105",
+            EVERYONE,
+            AUTHENTICATED_USERS,
+        ];
+        assert_eq!(
+            access(&user, &plain, change),
+            Access::Allowed(EVERYONE.to_owned())
+        );
+        assert_eq!(access(&user, &plain, reset), Access::NotGranted);
+        assert_eq!(access(&user, &plain, lockout), Access::NotGranted);
+        assert_eq!(
+            access(&head, &plain, unexpire),
+            Access::Allowed(AUTHENTICATED_USERS.to_owned())
+        );
+        let inherited = inherited_by_users(&head, "bf967aba-0de6-11d0-a285-00aa003049e2");
+        assert_eq!(access(&inherited, &plain, reset), Access::NotGranted);
+        // Domain Admins hold full control on the user, which includes every extended right.
+        let admins = format!("{CAPTURED_DOMAIN}-512");
+        assert_eq!(
+            access(&user, &[admins.as_str()], reset),
+            Access::Allowed(admins.clone())
+        );
+        assert_eq!(
+            access(&user, &[admins.as_str()], lockout),
+            Access::Allowed(admins)
+        );
+    }
 
     #[test]
     fn a_healthy_domain_passes_every_permission_check() {
@@ -651,20 +814,20 @@ pub(crate) mod tests {
     #[test]
     fn a_deny_ace_beats_the_allow_and_is_reported_as_cannot_change_password() {
         let facts = with_ad(|ad| {
-            if let Ok(s) = &mut ad.users {
-                if let Ok(sd) = &mut s.users[0].sd {
-                    sd.dacl.insert(
-                        0,
-                        Ace {
-                            kind: AceKind::Deny,
-                            flags: 0,
-                            mask: DS_CONTROL_ACCESS,
-                            object_type: Some("ab721a53-1e2f-11d0-9819-00aa0040529b".to_owned()),
-                            inherited_object_type: None,
-                            sid: EVERYONE.to_owned(),
-                        },
-                    );
-                }
+            if let Ok(s) = &mut ad.users
+                && let Ok(sd) = &mut s.users[0].sd
+            {
+                sd.dacl.insert(
+                    0,
+                    Ace {
+                        kind: AceKind::Deny,
+                        flags: 0,
+                        mask: DS_CONTROL_ACCESS,
+                        object_type: Some("ab721a53-1e2f-11d0-9819-00aa0040529b".to_owned()),
+                        inherited_object_type: None,
+                        sid: EVERYONE.to_owned(),
+                    },
+                );
             }
         });
         let o = change_password(&facts);
@@ -733,6 +896,64 @@ pub(crate) mod tests {
         assert_eq!(pre_windows_2000_access(&facts).status, Status::Fail);
         // The protected user is left out of the rights checks.
         assert!(reset_password(&facts).summary.contains("1 user checked"));
+    }
+
+    #[test]
+    fn the_built_in_administrator_alone_is_not_reported_as_protected() {
+        use crate::ad::UserGroups;
+        let facts = with_ad(|ad| {
+            if let Ok(s) = &mut ad.users {
+                s.users[0].admin_count = 1;
+                s.users[0].protection = Some(Ok(UserGroups {
+                    sid: "S-1-5-21-1-2-3-500".to_owned(),
+                    token_groups: vec!["S-1-5-21-1-2-3-512".to_owned()],
+                }));
+            }
+        });
+        let o = protected_accounts(&facts);
+        assert_eq!(o.status, Status::Pass, "{}", o.summary);
+        assert_eq!(
+            o.evidence["built_in_protected"][0],
+            "CN=Alice,OU=Sales,DC=contoso,DC=com"
+        );
+        assert_eq!(orphaned_admin_count(&facts).status, Status::Pass);
+    }
+
+    #[test]
+    fn admin_count_without_a_protected_group_is_orphaned() {
+        use crate::ad::UserGroups;
+        let facts = with_ad(|ad| {
+            if let Ok(s) = &mut ad.users {
+                s.users[0].admin_count = 1;
+                s.users[0].protection = Some(Ok(UserGroups {
+                    sid: "S-1-5-21-1-2-3-1200".to_owned(),
+                    token_groups: vec!["S-1-5-21-1-2-3-513".to_owned()],
+                }));
+                s.users[1].admin_count = 1;
+                s.users[1].protection = Some(Ok(UserGroups {
+                    sid: "S-1-5-21-1-2-3-1201".to_owned(),
+                    token_groups: vec!["S-1-5-21-1-2-3-512".to_owned()],
+                }));
+            }
+        });
+        let o = orphaned_admin_count(&facts);
+        assert_eq!(o.status, Status::Fail, "{}", o.summary);
+        assert!(
+            o.summary.contains("CN=Alice") && !o.summary.contains("CN=Bob"),
+            "{}",
+            o.summary
+        );
+        assert_rendered(
+            &o.remediation,
+            &["Set-ADUser -Identity 'CN=Alice,OU=Sales,DC=contoso,DC=com' -Clear adminCount"],
+        );
+        let facts = with_ad(|ad| {
+            if let Ok(s) = &mut ad.users {
+                s.users[0].admin_count = 1;
+                s.users[0].protection = Some(Err("denied".to_owned()));
+            }
+        });
+        assert_eq!(orphaned_admin_count(&facts).status, Status::Error);
     }
 
     #[test]

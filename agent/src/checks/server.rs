@@ -38,10 +38,12 @@ pub const CLOCK_SKEW: &str = "server.clock_skew";
 pub const CONNECT_ON_DC: &str = "server.connect_on_dc";
 /// SRV-13.
 pub const RESTRICT_REMOTE_SAM: &str = "server.restrict_remote_sam";
+/// SRV-14.
+pub const IMPERSONATE_PRIVILEGE: &str = "server.impersonate_privilege";
 /// NET-05.
 pub const DOTNET_PROXY: &str = "server.dotnet_proxy";
 /// NET-06.
-pub const TLS12_REGISTRY: &str = "server.tls12_registry";
+pub const TLS12_REGISTRY: &str = "server.tls_registry";
 /// OBJ-01.
 pub const INITIAL_SYNC: &str = "server.initial_sync";
 /// OBJ-04 (its local part).
@@ -222,18 +224,28 @@ pub fn adsync_service(facts: &Facts) -> CheckOutcome {
             if super::cloudsync::agent_installed(host.snap) == Ok(true) {
                 return verdict(
                     Status::NotApplicable,
-                    format!("{} is a Cloud Sync agent host without Entra Connect Sync", host.server),
+                    format!(
+                        "{} is a Cloud Sync agent host without Entra Connect Sync",
+                        host.server
+                    ),
                     json!({ "adsync_service": null }),
                     String::new(),
                 );
             }
             return verdict(
                 Status::Fail,
-                format!("no ADSync service on {}: Entra Connect Sync is not installed", host.server),
+                format!(
+                    "no ADSync service on {}: Entra Connect Sync is not installed",
+                    host.server
+                ),
                 json!({ "adsync_service": null }),
                 render(
                     def.remediation,
-                    &[("server", host.server), ("state", "not installed"), ("start_type", "none")],
+                    &[
+                        ("server", host.server),
+                        ("state", "not installed"),
+                        ("start_type", "none"),
+                    ],
                 ),
             );
         };
@@ -251,19 +263,33 @@ pub fn adsync_service(facts: &Facts) -> CheckOutcome {
         if !running {
             verdict(
                 Status::Fail,
-                format!("the ADSync service on {} is {}: writeback requests are not answered", host.server, service.status),
+                format!(
+                    "the ADSync service on {} is {}: writeback requests are not answered",
+                    host.server, service.status
+                ),
                 evidence,
                 render(def.remediation, &vars),
             )
         } else if !automatic {
             verdict(
                 Status::Warn,
-                format!("the ADSync service on {} runs but starts {}: it will not come back after a reboot", host.server, service.start_type),
+                format!(
+                    "the ADSync service on {} runs but starts {}: it will not come back after a reboot",
+                    host.server, service.start_type
+                ),
                 evidence,
                 render(def.remediation, &vars),
             )
         } else {
-            verdict(Status::Pass, format!("the ADSync service on {} is running and starts automatically", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!(
+                    "the ADSync service on {} is running and starts automatically",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            )
         }
     })
 }
@@ -284,13 +310,19 @@ pub fn writeback_enabled(facts: &Facts) -> CheckOutcome {
                 Status::Error,
                 "no Entra connector found, so writeback could not be asked about",
                 evidence,
-                format!("On {}, check that Get-ADSyncConnector lists the Entra connector (SubType 'Windows Azure Active Directory (Microsoft)').", host.server),
+                format!(
+                    "On {}, check that Get-ADSyncConnector lists the Entra connector (SubType 'Windows Azure Active Directory (Microsoft)').",
+                    host.server
+                ),
             );
         }
         if let Some(enabled) = configs.iter().find(|c| c.enabled) {
             return verdict(
                 Status::Pass,
-                format!("password writeback is enabled on the Entra connector {}", enabled.connector_name),
+                format!(
+                    "password writeback is enabled on the Entra connector {}",
+                    enabled.connector_name
+                ),
                 evidence,
                 String::new(),
             );
@@ -298,9 +330,15 @@ pub fn writeback_enabled(facts: &Facts) -> CheckOutcome {
         let aad = configs[0].connector_name.as_str();
         verdict(
             Status::Fail,
-            format!("password writeback is not enabled in Entra Connect on {} (connector {aad})", host.server),
+            format!(
+                "password writeback is not enabled in Entra Connect on {} (connector {aad})",
+                host.server
+            ),
             evidence,
-            render(def.remediation, &[("server", host.server), ("aad_connector", aad)]),
+            render(
+                def.remediation,
+                &[("server", host.server), ("aad_connector", aad)],
+            ),
         )
     })
 }
@@ -316,12 +354,20 @@ pub fn staging_mode(facts: &Facts) -> CheckOutcome {
         if scheduler.staging_mode_enabled {
             verdict(
                 Status::Fail,
-                format!("{} is in staging mode: it does not write passwords back (fine only for a standby server)", host.server),
+                format!(
+                    "{} is in staging mode: it does not write passwords back (fine only for a standby server)",
+                    host.server
+                ),
                 evidence,
                 render(def.remediation, &[("server", host.server)]),
             )
         } else {
-            verdict(Status::Pass, format!("{} is not in staging mode", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!("{} is not in staging mode", host.server),
+                evidence,
+                String::new(),
+            )
         }
     })
 }
@@ -341,10 +387,16 @@ pub fn connect_version(facts: &Facts) -> CheckOutcome {
             _ => None,
         };
         let config = match host.snap.adsync.global_settings.as_result() {
-            Ok(settings) => Ok(settings.parameters.text("Microsoft.Synchronize.ServerConfigurationVersion")),
+            Ok(settings) => Ok(settings
+                .parameters
+                .text("Microsoft.Synchronize.ServerConfigurationVersion")),
             Err(e) => Err(e.to_owned()),
         };
-        let config_version = config.as_ref().ok().and_then(|v| v.as_deref()).and_then(Version::parse);
+        let config_version = config
+            .as_ref()
+            .ok()
+            .and_then(|v| v.as_deref())
+            .and_then(Version::parse);
         let evidence = json!({
             "miiserver_file_version": file_version.map(|v| v.to_string()),
             "server_configuration_version": config_version.map(|v| v.to_string()),
@@ -361,15 +413,31 @@ pub fn connect_version(facts: &Facts) -> CheckOutcome {
         };
         let shown = version.to_string();
         let vars = [("server", host.server), ("version", shown.as_str())];
-        let fail = |summary: String| verdict(Status::Fail, summary, evidence.clone(), render(def.remediation, &vars));
+        let fail = |summary: String| {
+            verdict(
+                Status::Fail,
+                summary,
+                evidence.clone(),
+                render(def.remediation, &vars),
+            )
+        };
         if version <= Version::new(1, 0, 8641, 0) {
-            return fail(format!("Entra Connect {shown} on {}: writeback stopped working when Azure ACS retired on 2018-11-07", host.server));
+            return fail(format!(
+                "Entra Connect {shown} on {}: writeback stopped working when Azure ACS retired on 2018-11-07",
+                host.server
+            ));
         }
         if version < Version::new(1, 1, 443, 0) {
-            return fail(format!("Entra Connect {shown} on {} predates the writeback endpoints Microsoft documents (1.1.443.0)", host.server));
+            return fail(format!(
+                "Entra Connect {shown} on {} predates the writeback endpoints Microsoft documents (1.1.443.0)",
+                host.server
+            ));
         }
         if version < Version::new(2, 0, 0, 0) {
-            return fail(format!("Entra Connect {shown} on {} is V1, retired on 2022-08-31; its sync stopped on 2023-10-01", host.server));
+            return fail(format!(
+                "Entra Connect {shown} on {} is V1, retired on 2022-08-31; its sync stopped on 2023-10-01",
+                host.server
+            ));
         }
         if version < Version::new(2, 5, 79, 0) {
             if host.now() >= MANDATORY_2_5_79_DEADLINE {
@@ -380,7 +448,10 @@ pub fn connect_version(facts: &Facts) -> CheckOutcome {
             }
             return verdict(
                 Status::Warn,
-                format!("Entra Connect {shown} on {} is below 2.5.79.0: all its sync services stop on 2026-09-30", host.server),
+                format!(
+                    "Entra Connect {shown} on {} is below 2.5.79.0: all its sync services stop on 2026-09-30",
+                    host.server
+                ),
                 evidence,
                 render(def.remediation, &vars),
             );
@@ -390,12 +461,20 @@ pub fn connect_version(facts: &Facts) -> CheckOutcome {
         {
             return verdict(
                 Status::Warn,
-                format!("Entra Connect on {} is partly upgraded: miiserver.exe is {installed} but the configuration is {configured}", host.server),
+                format!(
+                    "Entra Connect on {} is partly upgraded: miiserver.exe is {installed} but the configuration is {configured}",
+                    host.server
+                ),
                 evidence,
                 render(def.remediation, &vars),
             );
         }
-        verdict(Status::Pass, format!("Entra Connect {shown} on {} is supported", host.server), evidence, String::new())
+        verdict(
+            Status::Pass,
+            format!("Entra Connect {shown} on {} is supported", host.server),
+            evidence,
+            String::new(),
+        )
     })
 }
 
@@ -407,22 +486,47 @@ pub fn auto_upgrade(facts: &Facts) -> CheckOutcome {
             Ok(state) => state.as_str(),
         };
         let reason = match host.snap.adsync.global_settings.as_result() {
-            Ok(g) => g.parameters.text("Microsoft.OptionalFeature.AutoUpgradeSuspensionReason"),
+            Ok(g) => g
+                .parameters
+                .text("Microsoft.OptionalFeature.AutoUpgradeSuspensionReason"),
             Err(_) => None,
         };
         let evidence = json!({ "auto_upgrade": state, "suspension_reason": reason });
         match state {
-            "Enabled" => verdict(Status::Pass, format!("automatic upgrade is enabled on {}", host.server), evidence, String::new()),
+            "Enabled" => verdict(
+                Status::Pass,
+                format!("automatic upgrade is enabled on {}", host.server),
+                evidence,
+                String::new(),
+            ),
             "Disabled" | "Suspended" => {
-                let because = reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                let because = reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
                 verdict(
                     Status::Warn,
-                    format!("automatic upgrade is {} on {}{because}: the server will drift into a retired version", state.to_lowercase(), host.server),
+                    format!(
+                        "automatic upgrade is {} on {}{because}: the server will drift into a retired version",
+                        state.to_lowercase(),
+                        host.server
+                    ),
                     evidence,
-                    render(def.remediation, &[("server", host.server), ("state", state), ("reason", &because)]),
+                    render(
+                        def.remediation,
+                        &[
+                            ("server", host.server),
+                            ("state", state),
+                            ("reason", &because),
+                        ],
+                    ),
                 )
             }
-            other => unreadable(host, "Get-ADSyncAutoUpgrade", &format!("unexpected state {other:?}")),
+            other => unreadable(
+                host,
+                "Get-ADSyncAutoUpgrade",
+                &format!("unexpected state {other:?}"),
+            ),
         }
     })
 }
@@ -453,9 +557,16 @@ pub fn dotnet_version(facts: &Facts) -> CheckOutcome {
         let Some(release) = release else {
             return verdict(
                 Status::Fail,
-                format!("{} has no .NET Framework 4.5 or later (no Release value under {})", host.server, paths::NDP_V4_FULL),
+                format!(
+                    "{} has no .NET Framework 4.5 or later (no Release value under {})",
+                    host.server,
+                    paths::NDP_V4_FULL
+                ),
                 json!({ "key": paths::NDP_V4_FULL, "Release": null }),
-                render(def.remediation, &[("server", host.server), ("dotnet", "none")]),
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("dotnet", "none")],
+                ),
             );
         };
         let name = dotnet_name(release);
@@ -463,11 +574,32 @@ pub fn dotnet_version(facts: &Facts) -> CheckOutcome {
         let evidence = json!({ "key": paths::NDP_V4_FULL, "Release": release, "version": name });
         let vars = [("server", host.server), ("dotnet", shown.as_str())];
         if release >= 528_040 {
-            verdict(Status::Pass, format!("{} has {shown}", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!("{} has {shown}", host.server),
+                evidence,
+                String::new(),
+            )
         } else if release >= 461_808 {
-            verdict(Status::Warn, format!("{} has {shown}; Microsoft asks for 4.8 or later", host.server), evidence, render(def.remediation, &vars))
+            verdict(
+                Status::Warn,
+                format!(
+                    "{} has {shown}; Microsoft asks for 4.8 or later",
+                    host.server
+                ),
+                evidence,
+                render(def.remediation, &vars),
+            )
         } else {
-            verdict(Status::Fail, format!("{} has {shown}; current Entra Connect builds need 4.7.2 or later", host.server), evidence, render(def.remediation, &vars))
+            verdict(
+                Status::Fail,
+                format!(
+                    "{} has {shown}; current Entra Connect builds need 4.7.2 or later",
+                    host.server
+                ),
+                evidence,
+                render(def.remediation, &vars),
+            )
         }
     })
 }
@@ -477,10 +609,21 @@ pub fn os_support(facts: &Facts) -> CheckOutcome {
     with_host(OS_SUPPORT, facts, false, |host, def| {
         let key = match host.snap.registry_key(paths::WINDOWS_NT_CURRENT_VERSION) {
             Err(e) => return unreadable(host, "the Windows version", &e),
-            Ok(None) => return unreadable(host, "the Windows version", "the CurrentVersion key is missing"),
+            Ok(None) => {
+                return unreadable(
+                    host,
+                    "the Windows version",
+                    "the CurrentVersion key is missing",
+                );
+            }
             Ok(Some(key)) => key,
         };
-        let text = |name: &str| key.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let text = |name: &str| {
+            key.get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let product = text("ProductName");
         let installation = text("InstallationType");
         let build: u32 = text("CurrentBuild").parse().unwrap_or(0);
@@ -494,9 +637,19 @@ pub fn os_support(facts: &Facts) -> CheckOutcome {
         };
         let os = format!("{product} (build {build}, {installation})");
         let vars = [("server", host.server), ("os", os.as_str())];
-        let warn = |summary: String| verdict(Status::Warn, summary, evidence.clone(), render(def.remediation, &vars));
+        let warn = |summary: String| {
+            verdict(
+                Status::Warn,
+                summary,
+                evidence.clone(),
+                render(def.remediation, &vars),
+            )
+        };
         if installation.eq_ignore_ascii_case("Server Core") {
-            return warn(format!("{} runs Server Core ({product}), which Entra Connect does not support", host.server));
+            return warn(format!(
+                "{} runs Server Core ({product}), which Entra Connect does not support",
+                host.server
+            ));
         }
         if !installation.eq_ignore_ascii_case("Server") {
             return warn(format!("{} runs {os}, not Windows Server", host.server));
@@ -506,8 +659,16 @@ pub fn os_support(facts: &Facts) -> CheckOutcome {
                 "{} runs Windows Server 2025, unsupported for Entra Connect and with a known sync issue unless KB5070773 or later is installed",
                 host.server
             )),
-            Some(name) => verdict(Status::Pass, format!("{} runs {name}, supported for Entra Connect", host.server), evidence, String::new()),
-            None => warn(format!("{} runs {os}, not one of the supported Windows Server 2016, 2019 or 2022", host.server)),
+            Some(name) => verdict(
+                Status::Pass,
+                format!("{} runs {name}, supported for Entra Connect", host.server),
+                evidence,
+                String::new(),
+            ),
+            None => warn(format!(
+                "{} runs {os}, not one of the supported Windows Server 2016, 2019 or 2022",
+                host.server
+            )),
         }
     })
 }
@@ -544,11 +705,21 @@ pub fn clock_skew(facts: &Facts) -> CheckOutcome {
             Ok(c) => c,
         };
         let reference = match clock.reference_utc.as_result() {
-            Err(e) => return unreadable(host, &format!("the reference time from {}", clock.reference), e),
+            Err(e) => {
+                return unreadable(
+                    host,
+                    &format!("the reference time from {}", clock.reference),
+                    e,
+                );
+            }
             Ok(r) => r,
         };
         let Some(reference_time) = parse_reference_time(reference) else {
-            return unreadable(host, "the reference time", &format!("not a time: {reference:?}"));
+            return unreadable(
+                host,
+                "the reference time",
+                &format!("not a time: {reference:?}"),
+            );
         };
         let skew = (clock.local_utc - reference_time).whole_seconds();
         let evidence = json!({
@@ -557,13 +728,36 @@ pub fn clock_skew(facts: &Facts) -> CheckOutcome {
         });
         let shown = human_seconds(skew.unsigned_abs());
         let direction = if skew >= 0 { "ahead of" } else { "behind" };
-        let vars = [("server", host.server), ("skew", shown.as_str()), ("direction", direction)];
+        let vars = [
+            ("server", host.server),
+            ("skew", shown.as_str()),
+            ("direction", direction),
+        ];
         match skew.unsigned_abs() {
-            0..=60 => verdict(Status::Pass, format!("the clock of {} is within {shown} of Microsoft's", host.server), evidence, String::new()),
-            61..=300 => verdict(Status::Warn, format!("the clock of {} is {shown} {direction} Microsoft's", host.server), evidence, render(def.remediation, &vars)),
+            0..=60 => verdict(
+                Status::Pass,
+                format!(
+                    "the clock of {} is within {shown} of Microsoft's",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            ),
+            61..=300 => verdict(
+                Status::Warn,
+                format!(
+                    "the clock of {} is {shown} {direction} Microsoft's",
+                    host.server
+                ),
+                evidence,
+                render(def.remediation, &vars),
+            ),
             _ => verdict(
                 Status::Fail,
-                format!("the clock of {} is {shown} {direction} Microsoft's: tokens for the writeback service are refused", host.server),
+                format!(
+                    "the clock of {} is {shown} {direction} Microsoft's: tokens for the writeback service are refused",
+                    host.server
+                ),
                 evidence,
                 render(def.remediation, &vars),
             ),
@@ -575,7 +769,9 @@ pub fn clock_skew(facts: &Facts) -> CheckOutcome {
 pub fn connect_on_dc(facts: &Facts) -> CheckOutcome {
     with_host(CONNECT_ON_DC, facts, true, |host, def| {
         let role = host.snap.computer.as_result().map(|c| c.domain_role);
-        let product_type = host.snap.registry_value(paths::PRODUCT_OPTIONS, "ProductType");
+        let product_type = host
+            .snap
+            .registry_value(paths::PRODUCT_OPTIONS, "ProductType");
         let product_type = match &product_type {
             Ok(Some(Value::String(s))) => Some(s.as_str()),
             _ => None,
@@ -585,19 +781,34 @@ pub fn connect_on_dc(facts: &Facts) -> CheckOutcome {
             return unreadable(host, "the domain role", reason);
         }
         let evidence = json!({ "DomainRole": role.ok(), "ProductType": product_type });
-        let is_dc = matches!(role, Ok(4 | 5)) || product_type.is_some_and(|p| p.eq_ignore_ascii_case("LanmanNt"));
+        let is_dc = matches!(role, Ok(4 | 5))
+            || product_type.is_some_and(|p| p.eq_ignore_ascii_case("LanmanNt"));
         if is_dc {
             let connector = connector_accounts_of(host.snap)
                 .first()
                 .map_or_else(|| "the AD connector".to_owned(), |a| a.connector.clone());
             verdict(
                 Status::Warn,
-                format!("Entra Connect runs on the domain controller {}: writeback may fail with SSPR_0029", host.server),
+                format!(
+                    "Entra Connect runs on the domain controller {}: writeback may fail with SSPR_0029",
+                    host.server
+                ),
                 evidence,
-                render(def.remediation, &[("server", host.server), ("connector", &connector)]),
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("connector", &connector)],
+                ),
             )
         } else {
-            verdict(Status::Pass, format!("{} is a member server, not a domain controller", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!(
+                    "{} is a member server, not a domain controller",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            )
         }
     })
 }
@@ -638,7 +849,10 @@ pub fn restrict_remote_sam(facts: &Facts) -> CheckOutcome {
         };
         let accounts = connector_accounts_of(host.snap);
         let account = accounts.first();
-        let account_name = account.map_or_else(|| "the AD DS connector account (MSOL_…)".to_owned(), |a| a.qualified());
+        let account_name = account.map_or_else(
+            || "the AD DS connector account (MSOL_…)".to_owned(),
+            |a| a.qualified(),
+        );
         let sid = account.and_then(|a| a.sid.clone());
         let vars = [("server", host.server), ("account", account_name.as_str())];
         let hits = events::owned_events(host, RESTRICT_REMOTE_SAM);
@@ -659,21 +873,44 @@ pub fn restrict_remote_sam(facts: &Facts) -> CheckOutcome {
             );
         }
         let Some(sddl) = value else {
-            return verdict(Status::Pass, format!("RestrictRemoteSam is not set on {}", host.server), evidence, String::new());
+            return verdict(
+                Status::Pass,
+                format!("RestrictRemoteSam is not set on {}", host.server),
+                evidence,
+                String::new(),
+            );
         };
         let trustees = sddl_allowed_trustees(sddl);
         evidence["allowed_trustees"] = json!(trustees);
         let broad = trustees.iter().find(|t| {
-            BROAD_TRUSTEES.iter().any(|(alias, sid)| t.eq_ignore_ascii_case(alias) || t.eq_ignore_ascii_case(sid))
+            BROAD_TRUSTEES
+                .iter()
+                .any(|(alias, sid)| t.eq_ignore_ascii_case(alias) || t.eq_ignore_ascii_case(sid))
                 || t.ends_with("-513")
         });
         if let Some(group) = broad {
-            return verdict(Status::Pass, format!("RestrictRemoteSam on {} allows {group}, which includes {account_name}", host.server), evidence, String::new());
+            return verdict(
+                Status::Pass,
+                format!(
+                    "RestrictRemoteSam on {} allows {group}, which includes {account_name}",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            );
         }
         if let Some(sid) = &sid
             && trustees.iter().any(|t| t.eq_ignore_ascii_case(sid))
         {
-            return verdict(Status::Pass, format!("RestrictRemoteSam on {} allows {account_name} ({sid})", host.server), evidence, String::new());
+            return verdict(
+                Status::Pass,
+                format!(
+                    "RestrictRemoteSam on {} allows {account_name} ({sid})",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            );
         }
         let others: Vec<&String> = trustees
             .iter()
@@ -682,17 +919,94 @@ pub fn restrict_remote_sam(facts: &Facts) -> CheckOutcome {
         if others.is_empty() {
             verdict(
                 Status::Fail,
-                format!("RestrictRemoteSam on {} allows only administrators ({sddl}): {account_name} is refused, writeback fails with SSPR_0029", host.server),
+                format!(
+                    "RestrictRemoteSam on {} allows only administrators ({sddl}): {account_name} is refused, writeback fails with SSPR_0029",
+                    host.server
+                ),
                 evidence,
                 render(def.remediation, &vars),
             )
         } else {
-            let list = others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            let list = others
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             verdict(
                 Status::Warn,
-                format!("RestrictRemoteSam on {} allows {list} but not {account_name} directly; confirm the account is in one of them", host.server),
+                format!(
+                    "RestrictRemoteSam on {} allows {list} but not {account_name} directly; confirm the account is in one of them",
+                    host.server
+                ),
                 evidence,
                 render(def.remediation, &vars),
+            )
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// SRV-14
+
+/// The default holders of "Impersonate a client after authentication" [K2]: SID and the
+/// name secedit may write instead.
+const IMPERSONATE_DEFAULTS: &[(&str, &str)] = &[
+    ("S-1-5-32-544", "Administrators"),
+    ("S-1-5-19", "LOCAL SERVICE"),
+    ("S-1-5-20", "NETWORK SERVICE"),
+    ("S-1-5-6", "SERVICE"),
+];
+
+/// SRV-14: SeImpersonatePrivilege keeps its default holders.
+pub fn impersonate_privilege(facts: &Facts) -> CheckOutcome {
+    with_host(IMPERSONATE_PRIVILEGE, facts, true, |host, def| {
+        let rights = match host.snap.user_rights.as_result() {
+            Err(e) => return unreadable(host, "the user rights (secedit /export)", e),
+            Ok(r) => r,
+        };
+        let holders: Vec<String> = rights
+            .get("SeImpersonatePrivilege")
+            .map(|h| {
+                h.0.iter()
+                    .map(|s| s.trim_start_matches('*').to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let missing: Vec<String> = IMPERSONATE_DEFAULTS
+            .iter()
+            .filter(|(sid, name)| {
+                !holders.iter().any(|h| {
+                    h.eq_ignore_ascii_case(sid)
+                        || h.eq_ignore_ascii_case(name)
+                        || h.ends_with(&format!("\\{name}"))
+                })
+            })
+            .map(|(sid, name)| format!("{name} (*{sid})"))
+            .collect();
+        let evidence = json!({ "SeImpersonatePrivilege": holders, "missing": missing });
+        if missing.is_empty() {
+            verdict(
+                Status::Pass,
+                format!(
+                    "\"Impersonate a client after authentication\" on {} keeps its default holders",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            )
+        } else {
+            let list = missing.join(", ");
+            verdict(
+                Status::Warn,
+                format!(
+                    "\"Impersonate a client after authentication\" on {} lacks {list}",
+                    host.server
+                ),
+                evidence,
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("missing", &list)],
+                ),
             )
         }
     })
@@ -719,8 +1033,14 @@ pub(super) struct DefaultProxy {
 impl DefaultProxy {
     /// Whether it routes .NET through a proxy: enabled and with an address.
     pub fn routes_through_proxy(&self) -> bool {
-        !self.enabled.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("false"))
-            && self.proxy_address.as_deref().is_some_and(|a| !a.trim().is_empty())
+        !self
+            .enabled
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case("false"))
+            && self
+                .proxy_address
+                .as_deref()
+                .is_some_and(|a| !a.trim().is_empty())
     }
 }
 
@@ -730,14 +1050,21 @@ pub(super) fn default_proxy(text: &str) -> Option<DefaultProxy> {
     let text = strip_xml_comments(text);
     let start = find_open_tag(&text, "system.net")?;
     let section = &text[start..];
-    let section = section.find("</system.net>").map_or(section, |end| &section[..end]);
+    let section = section
+        .find("</system.net>")
+        .map_or(section, |end| &section[..end]);
     let dp_at = find_open_tag(section, "defaultProxy")?;
     let dp = &section[dp_at..];
     let dp_attrs = tag_attributes(dp);
     let body = dp.find("</defaultProxy>").map_or(dp, |end| &dp[..end]);
-    let proxy_attrs = find_open_tag(body, "proxy").map(|at| tag_attributes(&body[at..])).unwrap_or_default();
+    let proxy_attrs = find_open_tag(body, "proxy")
+        .map(|at| tag_attributes(&body[at..]))
+        .unwrap_or_default();
     let get = |attrs: &[(String, String)], name: &str| {
-        attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     };
     Some(DefaultProxy {
         enabled: get(&dp_attrs, "enabled"),
@@ -806,7 +1133,13 @@ pub fn dotnet_proxy(facts: &Facts) -> CheckOutcome {
     with_host(DOTNET_PROXY, facts, true, |host, def| {
         let machine = match host.snap.config_file(paths::MACHINE_CONFIG) {
             Err(e) => return unreadable(host, "machine.config", &e),
-            Ok(None) => return unreadable(host, "machine.config", &format!("{} does not exist", paths::MACHINE_CONFIG)),
+            Ok(None) => {
+                return unreadable(
+                    host,
+                    "machine.config",
+                    &format!("{} does not exist", paths::MACHINE_CONFIG),
+                );
+            }
             Ok(Some(file)) => file,
         };
         let machine_proxy = default_proxy(&machine.text);
@@ -815,7 +1148,11 @@ pub fn dotnet_proxy(facts: &Facts) -> CheckOutcome {
             _ => None,
         };
         let adsync_started = match host.snap.processes.as_result() {
-            Ok(list) => list.0.iter().find(|p| p.name.eq_ignore_ascii_case("miiserver")).and_then(|p| p.start_time),
+            Ok(list) => list
+                .0
+                .iter()
+                .find(|p| p.name.eq_ignore_ascii_case("miiserver"))
+                .and_then(|p| p.start_time),
             Err(_) => None,
         };
         let evidence = json!({
@@ -825,7 +1162,9 @@ pub fn dotnet_proxy(facts: &Facts) -> CheckOutcome {
             "miiserver_exe_config_default_proxy": mii,
             "adsync_process_started_utc": adsync_started.map(stamp),
         });
-        let in_machine = machine_proxy.as_ref().is_some_and(DefaultProxy::routes_through_proxy);
+        let in_machine = machine_proxy
+            .as_ref()
+            .is_some_and(DefaultProxy::routes_through_proxy);
         let in_mii = mii.as_ref().is_some_and(DefaultProxy::routes_through_proxy);
         let proxy = machine_proxy
             .as_ref()
@@ -833,11 +1172,23 @@ pub fn dotnet_proxy(facts: &Facts) -> CheckOutcome {
             .or(mii.as_ref().filter(|p| p.routes_through_proxy()))
             .and_then(|p| p.proxy_address.clone())
             .unwrap_or_else(|| "http://proxy.example:8080".to_owned());
-        let remediation = |detail: &str| render(def.remediation, &[("server", host.server), ("proxy", &proxy), ("detail", detail)]);
+        let remediation = |detail: &str| {
+            render(
+                def.remediation,
+                &[
+                    ("server", host.server),
+                    ("proxy", &proxy),
+                    ("detail", detail),
+                ],
+            )
+        };
         if in_mii && !in_machine {
             return verdict(
                 Status::Fail,
-                format!("the proxy {proxy} is set only in miiserver.exe.config on {}, which the next Entra Connect upgrade overwrites", host.server),
+                format!(
+                    "the proxy {proxy} is set only in miiserver.exe.config on {}, which the next Entra Connect upgrade overwrites",
+                    host.server
+                ),
                 evidence,
                 remediation("Then remove the <defaultProxy> from miiserver.exe.config."),
             );
@@ -845,9 +1196,14 @@ pub fn dotnet_proxy(facts: &Facts) -> CheckOutcome {
         if in_mii && in_machine {
             return verdict(
                 Status::Warn,
-                format!("a proxy is set in both machine.config and miiserver.exe.config on {}; the latter wins until an upgrade removes it", host.server),
+                format!(
+                    "a proxy is set in both machine.config and miiserver.exe.config on {}; the latter wins until an upgrade removes it",
+                    host.server
+                ),
                 evidence,
-                remediation("Remove the <defaultProxy> from miiserver.exe.config so that only machine.config decides."),
+                remediation(
+                    "Remove the <defaultProxy> from miiserver.exe.config so that only machine.config decides.",
+                ),
             );
         }
         if in_machine {
@@ -856,21 +1212,32 @@ pub fn dotnet_proxy(facts: &Facts) -> CheckOutcome {
             {
                 return verdict(
                     Status::Warn,
-                    format!("machine.config on {} changed after ADSync started: the proxy {proxy} is not in effect until ADSync restarts", host.server),
+                    format!(
+                        "machine.config on {} changed after ADSync started: the proxy {proxy} is not in effect until ADSync restarts",
+                        host.server
+                    ),
                     evidence,
-                    remediation("The proxy is already in machine.config: only Restart-Service ADSync is needed."),
+                    remediation(
+                        "The proxy is already in machine.config: only Restart-Service ADSync is needed.",
+                    ),
                 );
             }
             return verdict(
                 Status::Pass,
-                format!(".NET on {} uses the proxy {proxy} from machine.config", host.server),
+                format!(
+                    ".NET on {} uses the proxy {proxy} from machine.config",
+                    host.server
+                ),
                 evidence,
                 String::new(),
             );
         }
         verdict(
             Status::Pass,
-            format!("no proxy is configured for .NET on {}: Entra Connect connects directly (the network checks show whether that works)", host.server),
+            format!(
+                "no proxy is configured for .NET on {}: Entra Connect connects directly (the network checks show whether that works)",
+                host.server
+            ),
             evidence,
             String::new(),
         )
@@ -903,17 +1270,29 @@ pub(super) struct RegistryAudit {
 }
 
 /// Reads `values`; `Err` when a key could not be read.
-pub(super) fn audit_registry(snap: &Snapshot, values: &[(&str, &str, u64)]) -> Result<RegistryAudit, String> {
-    let mut audit = RegistryAudit { wrong: Vec::new(), missing: Vec::new(), evidence: json!([]) };
+pub(super) fn audit_registry(
+    snap: &Snapshot,
+    values: &[(&str, &str, u64)],
+) -> Result<RegistryAudit, String> {
+    let mut audit = RegistryAudit {
+        wrong: Vec::new(),
+        missing: Vec::new(),
+        evidence: json!([]),
+    };
     let mut rows = Vec::new();
     for (key, name, required) in values {
         let found = snap.registry_value(key, name)?;
-        let number = found.and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
+        let number = found.and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        });
         rows.push(json!({ "key": key, "name": name, "found": found.cloned().unwrap_or(Value::String("Not Found".to_owned())), "required": required }));
         match (found, number) {
             (None, _) => audit.missing.push(format!("{key}\\{name}={required}")),
             (Some(_), Some(n)) if n == *required => {}
-            (Some(v), _) => audit.wrong.push(format!("{key}\\{name}={required} (now {v})")),
+            (Some(v), _) => audit
+                .wrong
+                .push(format!("{key}\\{name}={required} (now {v})")),
         }
     }
     audit.evidence = Value::Array(rows);
@@ -939,24 +1318,45 @@ pub fn tls12_registry(facts: &Facts) -> CheckOutcome {
         let build = windows_build(host.snap);
         let evidence = json!({ "values": audit.evidence, "windows_build": build });
         let all: Vec<String> = audit.wrong.iter().chain(&audit.missing).cloned().collect();
-        let remediation = render(def.remediation, &[("server", host.server), ("missing", &all.join("; "))]);
+        let remediation = render(
+            def.remediation,
+            &[("server", host.server), ("missing", &all.join("; "))],
+        );
         if !audit.wrong.is_empty() {
             return verdict(
                 Status::Fail,
-                format!("TLS 1.2 is turned off for .NET or SChannel on {}: {}", host.server, audit.wrong.join("; ")),
+                format!(
+                    "TLS 1.2 is turned off for .NET or SChannel on {}: {}",
+                    host.server,
+                    audit.wrong.join("; ")
+                ),
                 evidence,
                 remediation,
             );
         }
         if audit.missing.is_empty() {
-            return verdict(Status::Pass, format!("all 8 TLS 1.2 registry values are set on {}", host.server), evidence, String::new());
+            return verdict(
+                Status::Pass,
+                format!("all 8 TLS 1.2 registry values are set on {}", host.server),
+                evidence,
+                String::new(),
+            );
         }
         // Windows Server 2016 (build 14393) and later use TLS 1.2 by default, so missing
         // values are a risk there rather than an outage.
-        let status = if build.is_some_and(|b| b >= 14_393) { Status::Warn } else { Status::Fail };
+        let status = if build.is_some_and(|b| b >= 14_393) {
+            Status::Warn
+        } else {
+            Status::Fail
+        };
         verdict(
             status,
-            format!("{} of the 8 TLS 1.2 registry values are missing on {}: {}", audit.missing.len(), host.server, audit.missing.join("; ")),
+            format!(
+                "{} of the 8 TLS 1.2 registry values are missing on {}: {}",
+                audit.missing.len(),
+                host.server,
+                audit.missing.join("; ")
+            ),
             evidence,
             remediation,
         )
@@ -988,7 +1388,11 @@ pub fn initial_sync(facts: &Facts) -> CheckOutcome {
             }
         }
         let ran = |connector: &str, profile: &str| {
-            runs.iter().any(|r| r.connector_name == *connector && r.run_profile_name.eq_ignore_ascii_case(profile) && is_success(&r.result))
+            runs.iter().any(|r| {
+                r.connector_name == *connector
+                    && r.run_profile_name.eq_ignore_ascii_case(profile)
+                    && is_success(&r.result)
+            })
         };
         let mut rows = Vec::new();
         let mut missing = Vec::new();
@@ -1004,15 +1408,24 @@ pub fn initial_sync(facts: &Facts) -> CheckOutcome {
         if runs.is_empty() || connectors.is_empty() {
             return verdict(
                 Status::Fail,
-                format!("the run history of {} is empty: no import or synchronization has run", host.server),
+                format!(
+                    "the run history of {} is empty: no import or synchronization has run",
+                    host.server
+                ),
                 evidence,
-                render(def.remediation, &[("server", host.server), ("connectors", "all")]),
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("connectors", "all")],
+                ),
             );
         }
         if missing.is_empty() {
             verdict(
                 Status::Pass,
-                format!("every connector on {} has completed its imports and synchronizations", host.server),
+                format!(
+                    "every connector on {} has completed its imports and synchronizations",
+                    host.server
+                ),
                 evidence,
                 String::new(),
             )
@@ -1020,9 +1433,14 @@ pub fn initial_sync(facts: &Facts) -> CheckOutcome {
             let list = missing.join(", ");
             verdict(
                 Status::Fail,
-                format!("no successful full import and full synchronization for {list}: writeback cannot find the users' on-premises objects"),
+                format!(
+                    "no successful full import and full synchronization for {list}: writeback cannot find the users' on-premises objects"
+                ),
                 evidence,
-                render(def.remediation, &[("server", host.server), ("connectors", &list)]),
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("connectors", &list)],
+                ),
             )
         }
     })
@@ -1047,14 +1465,21 @@ pub fn sync_scheduler(facts: &Facts) -> CheckOutcome {
             let mut sorted: Vec<_> = runs.0.iter().collect();
             sorted.sort_by_key(|r| std::cmp::Reverse(r.start_date));
             for run in sorted {
-                if !latest.iter().any(|l| l.connector_name == run.connector_name && l.run_profile_name == run.run_profile_name) {
+                if !latest.iter().any(|l| {
+                    l.connector_name == run.connector_name
+                        && l.run_profile_name == run.run_profile_name
+                }) {
                     latest.push(run);
                 }
             }
         }
         for run in &latest {
-            if !is_success(&run.result) && !run.result.eq_ignore_ascii_case("completed-no-objects") {
-                problems.push(format!("the last {} on {} ended in {}", run.run_profile_name, run.connector_name, run.result));
+            if !is_success(&run.result) && !run.result.eq_ignore_ascii_case("completed-no-objects")
+            {
+                problems.push(format!(
+                    "the last {} on {} ended in {}",
+                    run.run_profile_name, run.connector_name, run.result
+                ));
             }
         }
         let evidence = json!({
@@ -1063,10 +1488,26 @@ pub fn sync_scheduler(facts: &Facts) -> CheckOutcome {
             "latest_runs": latest.iter().map(|r| json!({ "connector": r.connector_name, "profile": r.run_profile_name, "result": r.result })).collect::<Vec<_>>(),
         });
         if problems.is_empty() {
-            verdict(Status::Pass, format!("the sync scheduler on {} runs and the latest runs succeeded", host.server), evidence, String::new())
+            verdict(
+                Status::Pass,
+                format!(
+                    "the sync scheduler on {} runs and the latest runs succeeded",
+                    host.server
+                ),
+                evidence,
+                String::new(),
+            )
         } else {
             let detail = problems.join("; ");
-            verdict(Status::Warn, format!("{detail} on {}", host.server), evidence, render(def.remediation, &[("server", host.server), ("detail", &detail)]))
+            verdict(
+                Status::Warn,
+                format!("{detail} on {}", host.server),
+                evidence,
+                render(
+                    def.remediation,
+                    &[("server", host.server), ("detail", &detail)],
+                ),
+            )
         }
     })
 }
@@ -1101,10 +1542,23 @@ mod tests {
 
     /// Checks that only concern Entra Connect Sync (not applicable on a Cloud Sync host).
     const CONNECT_ONLY: &[&str] = &[
-        WRITEBACK_ENABLED, STAGING_MODE, CONNECT_VERSION, AUTO_UPGRADE, CONNECT_ON_DC, RESTRICT_REMOTE_SAM,
-        DOTNET_PROXY, TLS12_REGISTRY, INITIAL_SYNC, SYNC_SCHEDULER,
-        events::WRITEBACK_LISTENER, events::WRITEBACK_CONFIGURATION, events::CONNECTOR_CREDENTIALS,
-        events::CONNECTOR_PASSWORD_LENGTH, events::LDAP_SIGN_AND_SEAL, events::FOREST_WRITEBACK_ENABLEMENT,
+        WRITEBACK_ENABLED,
+        STAGING_MODE,
+        CONNECT_VERSION,
+        AUTO_UPGRADE,
+        CONNECT_ON_DC,
+        RESTRICT_REMOTE_SAM,
+        IMPERSONATE_PRIVILEGE,
+        DOTNET_PROXY,
+        TLS12_REGISTRY,
+        INITIAL_SYNC,
+        SYNC_SCHEDULER,
+        events::WRITEBACK_LISTENER,
+        events::WRITEBACK_CONFIGURATION,
+        events::CONNECTOR_CREDENTIALS,
+        events::CONNECTOR_PASSWORD_LENGTH,
+        events::LDAP_SIGN_AND_SEAL,
+        events::FOREST_WRITEBACK_ENABLEMENT,
         events::WRITEBACK_ERRORS,
     ];
 
@@ -1115,8 +1569,14 @@ mod tests {
         match name {
             "healthy" => vec![],
             "adsync-stopped" => vec![(ADSYNC_SERVICE, Fail), (events::WRITEBACK_LISTENER, Fail)],
-            "writeback-disabled" => vec![(WRITEBACK_ENABLED, Fail), (events::WRITEBACK_LISTENER, NotApplicable)],
-            "staging-mode" => vec![(STAGING_MODE, Fail), (events::WRITEBACK_LISTENER, NotApplicable)],
+            "writeback-disabled" => vec![
+                (WRITEBACK_ENABLED, Fail),
+                (events::WRITEBACK_LISTENER, NotApplicable),
+            ],
+            "staging-mode" => vec![
+                (STAGING_MODE, Fail),
+                (events::WRITEBACK_LISTENER, NotApplicable),
+            ],
             "connect-old" => vec![(CONNECT_VERSION, Fail)],
             "auto-upgrade-suspended" => vec![(AUTO_UPGRADE, Warn)],
             "dotnet-old" => vec![(DOTNET_VERSION, Warn)],
@@ -1124,14 +1584,21 @@ mod tests {
             "clock-skew" => vec![(CLOCK_SKEW, Fail)],
             "on-dc" => vec![(CONNECT_ON_DC, Warn)],
             "restrict-remote-sam" => vec![(RESTRICT_REMOTE_SAM, Fail)],
+            "impersonate-missing" => vec![(IMPERSONATE_PRIVILEGE, Warn)],
             "proxy-in-miiserver-config" => vec![(DOTNET_PROXY, Fail)],
             "tls12-disabled" => vec![(TLS12_REGISTRY, Fail)],
             "no-full-sync" => vec![(INITIAL_SYNC, Fail), (SYNC_SCHEDULER, Warn)],
             "scheduler-disabled" => vec![(SYNC_SCHEDULER, Warn)],
             "listener-down" => vec![(events::WRITEBACK_LISTENER, Fail)],
             "config-corrupt" => vec![(events::WRITEBACK_CONFIGURATION, Fail)],
-            "bad-credentials" => vec![(events::CONNECTOR_CREDENTIALS, Fail), (SYNC_SCHEDULER, Warn)],
-            "password-errors" => vec![(events::WRITEBACK_ERRORS, Fail), (events::CONNECTOR_PASSWORD_LENGTH, Fail)],
+            "bad-credentials" => vec![
+                (events::CONNECTOR_CREDENTIALS, Fail),
+                (SYNC_SCHEDULER, Warn),
+            ],
+            "password-errors" => vec![
+                (events::WRITEBACK_ERRORS, Fail),
+                (events::CONNECTOR_PASSWORD_LENGTH, Fail),
+            ],
             "sign-and-seal" => vec![(events::LDAP_SIGN_AND_SEAL, Fail)],
             "forest-added" => vec![(events::FOREST_WRITEBACK_ENABLEMENT, Fail)],
             "cloudsync-broken" => {
@@ -1143,9 +1610,17 @@ mod tests {
                 v
             }
             "unreadable" => [
-                WRITEBACK_ENABLED, STAGING_MODE, AUTO_UPGRADE, INITIAL_SYNC, SYNC_SCHEDULER,
-                events::WRITEBACK_LISTENER, events::WRITEBACK_CONFIGURATION, events::CONNECTOR_CREDENTIALS,
-                events::CONNECTOR_PASSWORD_LENGTH, events::LDAP_SIGN_AND_SEAL, events::FOREST_WRITEBACK_ENABLEMENT,
+                WRITEBACK_ENABLED,
+                STAGING_MODE,
+                AUTO_UPGRADE,
+                INITIAL_SYNC,
+                SYNC_SCHEDULER,
+                events::WRITEBACK_LISTENER,
+                events::WRITEBACK_CONFIGURATION,
+                events::CONNECTOR_CREDENTIALS,
+                events::CONNECTOR_PASSWORD_LENGTH,
+                events::LDAP_SIGN_AND_SEAL,
+                events::FOREST_WRITEBACK_ENABLEMENT,
                 events::WRITEBACK_ERRORS,
             ]
             .iter()
@@ -1161,7 +1636,10 @@ mod tests {
         let mut rest = remediation;
         while let Some(open) = rest.find('{') {
             let after = &rest[open + 1..];
-            let name: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
             assert!(
                 name.is_empty() || !after[name.len()..].starts_with('}'),
                 "{fixture}: {id}: placeholder {{{name}}} left in: {remediation}"
@@ -1176,7 +1654,12 @@ mod tests {
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .expect("fixtures folder")
             .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_owned))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
             .collect();
         names.sort();
         assert!(names.len() >= 20, "{names:?}");
@@ -1185,46 +1668,95 @@ mod tests {
             let expected: HashMap<&str, Status> = expected(name).into_iter().collect();
             for outcome in evaluate(&facts, &|id| id.starts_with("server.")) {
                 let id = outcome.check.id;
-                let want = expected.get(id).copied().unwrap_or(if id.starts_with("server.cloudsync_") {
-                    Status::NotApplicable
-                } else {
-                    Status::Pass
-                });
+                let want =
+                    expected
+                        .get(id)
+                        .copied()
+                        .unwrap_or(if id.starts_with("server.cloudsync_") {
+                            Status::NotApplicable
+                        } else {
+                            Status::Pass
+                        });
                 assert_eq!(outcome.status, want, "{name}: {id}: {}", outcome.summary);
                 match outcome.status {
-                    Status::Pass | Status::NotApplicable => assert!(outcome.remediation.is_empty(), "{name}: {id}"),
+                    Status::Pass | Status::NotApplicable => {
+                        assert!(outcome.remediation.is_empty(), "{name}: {id}")
+                    }
                     _ => assert_no_placeholder(name, id, &outcome.remediation),
                 }
             }
         }
-        let host_checks = AGENT_CHECKS.iter().filter(|(id, _)| id.starts_with("server.")).count();
-        assert_eq!(host_checks, 24);
+        let host_checks = AGENT_CHECKS
+            .iter()
+            .filter(|(id, _)| id.starts_with("server."))
+            .count();
+        assert_eq!(host_checks, 25);
     }
 
     #[test]
     fn broken_fixtures_name_the_real_connector_account_and_versions() {
         let facts = with_host(fixture("bad-credentials"));
         let outcome = events::connector_credentials(&facts);
-        assert_rendered(&outcome.remediation, &["contoso.com\\MSOL_1a2b3c4d5e6f", "Connectors → contoso.com → Properties", "AADC01"]);
-        assert!(outcome.summary.contains("no-start-credentials"), "{}", outcome.summary);
+        assert_rendered(
+            &outcome.remediation,
+            &[
+                "contoso.com\\MSOL_1a2b3c4d5e6f",
+                "Connectors → contoso.com → Properties",
+                "AADC01",
+            ],
+        );
+        assert!(
+            outcome.summary.contains("no-start-credentials"),
+            "{}",
+            outcome.summary
+        );
 
         let outcome = connect_version(&with_host(fixture("connect-old")));
-        assert!(outcome.summary.contains("2.4.131.0") && outcome.summary.contains("stopped on 2026-09-30"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("2.4.131.0")
+                && outcome.summary.contains("stopped on 2026-09-30"),
+            "{}",
+            outcome.summary
+        );
         assert_rendered(&outcome.remediation, &["(now 2.4.131.0)"]);
 
         let outcome = writeback_enabled(&with_host(fixture("writeback-disabled")));
-        assert_rendered(&outcome.remediation, &["Set-ADSyncAADPasswordResetConfiguration -Connector 'contoso.onmicrosoft.com - AAD' -Enable $true"]);
+        assert_rendered(
+            &outcome.remediation,
+            &[
+                "Set-ADSyncAADPasswordResetConfiguration -Connector 'contoso.onmicrosoft.com - AAD' -Enable $true",
+            ],
+        );
 
         let outcome = restrict_remote_sam(&with_host(fixture("restrict-remote-sam")));
-        assert_rendered(&outcome.remediation, &["contoso.com\\MSOL_1a2b3c4d5e6f", "Remove-ItemProperty"]);
+        assert_rendered(
+            &outcome.remediation,
+            &["contoso.com\\MSOL_1a2b3c4d5e6f", "Remove-ItemProperty"],
+        );
 
         let outcome = tls12_registry(&with_host(fixture("tls12-disabled")));
-        assert!(outcome.summary.contains(r"TLS 1.2\Client\Enabled=1 (now 0)"), "{}", outcome.summary);
-        assert_rendered(&outcome.remediation, &[r"WOW6432Node\Microsoft\.NETFramework\v4.0.30319\SchUseStrongCrypto=1"]);
+        assert!(
+            outcome
+                .summary
+                .contains(r"TLS 1.2\Client\Enabled=1 (now 0)"),
+            "{}",
+            outcome.summary
+        );
+        assert_rendered(
+            &outcome.remediation,
+            &[r"WOW6432Node\Microsoft\.NETFramework\v4.0.30319\SchUseStrongCrypto=1"],
+        );
 
         let outcome = events::writeback_errors(&with_host(fixture("password-errors")));
-        assert!(outcome.summary.contains("80230626") && outcome.summary.contains("33004"), "{}", outcome.summary);
-        assert_eq!(outcome.evidence["causes"][0]["explained_by"], "PERM-02 (connector account Reset Password right)");
+        assert!(
+            outcome.summary.contains("80230626") && outcome.summary.contains("33004"),
+            "{}",
+            outcome.summary
+        );
+        assert_eq!(
+            outcome.evidence["causes"][0]["explained_by"],
+            "PERM-02 (connector account Reset Password right)"
+        );
     }
 
     #[test]
@@ -1233,7 +1765,11 @@ mod tests {
         facts.host = Err(HostFailure::Unavailable);
         for outcome in evaluate(&facts, &|id| id.starts_with("server.")) {
             assert_eq!(outcome.status, Status::Error, "{}", outcome.check.id);
-            assert!(outcome.summary.contains("--snapshot"), "{}", outcome.summary);
+            assert!(
+                outcome.summary.contains("--snapshot"),
+                "{}",
+                outcome.summary
+            );
             assert!(outcome.remediation.contains("wbhealth-agent collect"));
         }
     }
@@ -1244,12 +1780,18 @@ mod tests {
             let facts = with_snapshot(|s| {
                 s.collected_at = collected;
                 if let Collected::Ok(g) = &mut s.adsync.global_settings {
-                    g.parameters.0.insert("Microsoft.Synchronize.ServerConfigurationVersion".into(), json!(version));
+                    g.parameters.0.insert(
+                        "Microsoft.Synchronize.ServerConfigurationVersion".into(),
+                        json!(version),
+                    );
                 }
-                s.files.insert(paths::MIISERVER_EXE.into(), Collected::Ok(Some(crate::host::snapshot::FileVersion {
-                    file_version: Some(version.into()),
-                    product_version: None,
-                })));
+                s.files.insert(
+                    paths::MIISERVER_EXE.into(),
+                    Collected::Ok(Some(crate::host::snapshot::FileVersion {
+                        file_version: Some(version.into()),
+                        product_version: None,
+                    })),
+                );
             });
             connect_version(&facts)
         };
@@ -1264,14 +1806,21 @@ mod tests {
         assert_eq!(at("2.5.190.0", now).status, Status::Pass);
 
         let partial = with_snapshot(|s| {
-            s.files.insert(paths::MIISERVER_EXE.into(), Collected::Ok(Some(crate::host::snapshot::FileVersion {
-                file_version: Some("2.5.190.0".into()),
-                product_version: None,
-            })));
+            s.files.insert(
+                paths::MIISERVER_EXE.into(),
+                Collected::Ok(Some(crate::host::snapshot::FileVersion {
+                    file_version: Some("2.5.190.0".into()),
+                    product_version: None,
+                })),
+            );
         });
         let outcome = connect_version(&partial);
         assert_eq!(outcome.status, Status::Warn);
-        assert!(outcome.summary.contains("partly upgraded"), "{}", outcome.summary);
+        assert!(
+            outcome.summary.contains("partly upgraded"),
+            "{}",
+            outcome.summary
+        );
     }
 
     #[test]
@@ -1280,7 +1829,8 @@ mod tests {
             clock_skew(&with_snapshot(|s| {
                 if let Collected::Ok(c) = &mut s.clock {
                     c.reference_utc = Collected::Ok("2026-11-25T16:00:00Z".into());
-                    c.local_utc = datetime!(2026-11-25 16:00 UTC) + time::Duration::seconds(seconds);
+                    c.local_utc =
+                        datetime!(2026-11-25 16:00 UTC) + time::Duration::seconds(seconds);
                 }
             }))
         };
@@ -1311,15 +1861,26 @@ mod tests {
             }))
         };
         assert_eq!(with_sddl("O:BAG:BAD:(A;;RC;;;BA)").status, Status::Fail);
-        assert_eq!(with_sddl("O:BAG:BAD:(A;;RC;;;BA)(A;;RC;;;AU)").status, Status::Pass);
         assert_eq!(
-            with_sddl("O:BAG:BAD:(A;;RC;;;BA)(A;;RC;;;S-1-5-21-1004336348-1177238915-682003330-1105)").status,
+            with_sddl("O:BAG:BAD:(A;;RC;;;BA)(A;;RC;;;AU)").status,
             Status::Pass
         );
-        let group = with_sddl("O:BAG:BAD:(A;;RC;;;BA)(A;;RC;;;S-1-5-21-1004336348-1177238915-682003330-4242)");
+        assert_eq!(
+            with_sddl(
+                "O:BAG:BAD:(A;;RC;;;BA)(A;;RC;;;S-1-5-21-1004336348-1177238915-682003330-1105)"
+            )
+            .status,
+            Status::Pass
+        );
+        let group = with_sddl(
+            "O:BAG:BAD:(A;;RC;;;BA)(A;;RC;;;S-1-5-21-1004336348-1177238915-682003330-4242)",
+        );
         assert_eq!(group.status, Status::Warn);
         assert!(group.summary.contains("-4242"));
-        assert_eq!(sddl_allowed_trustees("O:BAG:BAD:(A;;RC;;;BA)(D;;RC;;;WD)"), vec!["BA"]);
+        assert_eq!(
+            sddl_allowed_trustees("O:BAG:BAD:(A;;RC;;;BA)(D;;RC;;;WD)"),
+            vec!["BA"]
+        );
     }
 
     #[test]
@@ -1331,7 +1892,12 @@ mod tests {
         assert_eq!(proxy.proxy_address.as_deref(), Some("http://proxy:8080"));
         assert_eq!(proxy.use_default_credentials.as_deref(), Some("true"));
         assert!(proxy.routes_through_proxy());
-        assert!(default_proxy("<configuration><!-- <system.net><defaultProxy/></system.net> --></configuration>").is_none());
+        assert!(
+            default_proxy(
+                "<configuration><!-- <system.net><defaultProxy/></system.net> --></configuration>"
+            )
+            .is_none()
+        );
         let disabled = default_proxy(r#"<system.net><defaultProxy enabled="false"><proxy proxyaddress="http://p:1"/></defaultProxy></system.net>"#)
             .expect("parsed");
         assert!(!disabled.routes_through_proxy());
@@ -1346,13 +1912,21 @@ mod tests {
         }));
         assert_eq!(outcome.status, Status::Warn);
         assert!(outcome.summary.contains("restarts"), "{}", outcome.summary);
-        assert_rendered(&outcome.remediation, &["Restart-Service ADSync", "http://proxy.contoso.com:8080"]);
+        assert_rendered(
+            &outcome.remediation,
+            &["Restart-Service ADSync", "http://proxy.contoso.com:8080"],
+        );
     }
 
     #[test]
     fn versions_parse_and_order() {
         assert!(Version::parse("2.5.79.0").expect("v") < Version::parse("2.5.190.0").expect("v"));
-        assert_eq!(Version::parse("1.1.977.0 (built by: x)").map(|v| v.to_string()).as_deref(), Some("1.1.977.0"));
+        assert_eq!(
+            Version::parse("1.1.977.0 (built by: x)")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("1.1.977.0")
+        );
         assert_eq!(Version::parse("2.4"), Some(Version::new(2, 4, 0, 0)));
         assert!(Version::parse("garbage").is_none());
         assert!(Version::parse("1.2.3.4.5").is_none());

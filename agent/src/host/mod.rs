@@ -223,3 +223,135 @@ fn account_matches(account: &str, user: &str, domain: &str) -> bool {
             d.eq_ignore_ascii_case(domain) || d.eq_ignore_ascii_case(first_label)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::snapshot::{OneOrMany, Parameters, Service};
+
+    const HEALTHY: &str = include_str!("../../tests/fixtures/snapshots/healthy.json");
+
+    #[test]
+    fn the_healthy_fixture_parses_with_powershell_shapes() {
+        let snapshot = parse_snapshot(HEALTHY).expect("parses");
+        assert_eq!(snapshot.schema_version, 1);
+        // `"\/Date(ms)\/"`, as Windows PowerShell writes dates.
+        let Collected::Ok(scheduler) = &snapshot.adsync.scheduler else {
+            panic!("scheduler")
+        };
+        assert_eq!(
+            scheduler.next_sync_cycle_start_utc,
+            Some(time::macros::datetime!(2026-11-25 16:20 UTC))
+        );
+        assert!(scheduler.sync_cycle_enabled && !scheduler.staging_mode_enabled);
+        // Enum numbers, as `ConvertTo-Json` writes `Get-Service` without help.
+        let w32time = snapshot.service("w32time").expect("read").expect("present");
+        assert_eq!(
+            (w32time.status.as_str(), w32time.start_type.as_str()),
+            ("Running", "Automatic")
+        );
+        assert!(snapshot.service("nope").expect("read").is_none());
+        assert_eq!(
+            snapshot.registry_value(snapshot::paths::NDP_V4_FULL, "Release"),
+            Ok(Some(&serde_json::json!(528449)))
+        );
+        assert!(matches!(
+            snapshot.file(snapshot::paths::PROVISIONING_AGENT_EXE),
+            Ok(None)
+        ));
+        assert!(
+            snapshot.file(r"C:\elsewhere.exe").is_err(),
+            "not collected is not absent"
+        );
+    }
+
+    #[test]
+    fn the_connector_account_comes_from_the_ad_connector() {
+        let snapshot = parse_snapshot(HEALTHY).expect("parses");
+        assert_eq!(
+            connector_accounts_of(&snapshot),
+            vec![ConnectorAccount {
+                connector: "contoso.com".to_owned(),
+                user: "MSOL_1a2b3c4d5e6f".to_owned(),
+                domain: "contoso.com".to_owned(),
+                sid: Some("S-1-5-21-1004336348-1177238915-682003330-1105".to_owned()),
+            }]
+        );
+        let mut facts = crate::checks::fixtures::healthy();
+        assert_eq!(
+            connector_accounts(&facts)[0].qualified(),
+            r"contoso.com\MSOL_1a2b3c4d5e6f"
+        );
+        facts.host = Err(HostFailure::Unavailable);
+        assert!(connector_accounts(&facts).is_empty());
+    }
+
+    #[test]
+    fn single_objects_maps_and_nulls_are_accepted_where_lists_are_expected() {
+        let one: OneOrMany<Service> = serde_json::from_str(
+            r#"{"Name":"ADSync","DisplayName":"Microsoft Azure AD Sync","Status":1,"StartType":3}"#,
+        )
+        .expect("one object");
+        assert_eq!(one.0[0].status, "Stopped");
+        assert_eq!(one.0[0].start_type, "Manual");
+        let none: OneOrMany<Service> = serde_json::from_str("null").expect("null");
+        assert!(none.0.is_empty());
+        let map: Parameters =
+            serde_json::from_str(r#"{"forest-login-user":"MSOL_x"}"#).expect("object");
+        assert_eq!(map.text("forest-login-user").as_deref(), Some("MSOL_x"));
+        let list: Parameters = serde_json::from_str(
+            r#"[{"Name":"forest-login-user","Value":"MSOL_y","InputType":"String"}]"#,
+        )
+        .expect("array");
+        assert_eq!(list.text("forest-login-user").as_deref(), Some("MSOL_y"));
+        assert_eq!(
+            snapshot::parse_ps_date("/Date(1795622400000+0100)/"),
+            Some(time::macros::datetime!(2026-11-25 16:00 UTC))
+        );
+    }
+
+    #[test]
+    fn bad_snapshots_say_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.json");
+        match read_snapshot(&missing) {
+            Err(HostFailure::Read { path, .. }) => assert!(path.ends_with("missing.json")),
+            other => panic!("{other:?}"),
+        }
+        let garbage = dir.path().join("garbage.json");
+        std::fs::write(&garbage, "not json").expect("write");
+        let e = read_snapshot(&garbage).expect_err("invalid");
+        assert!(
+            matches!(e, HostFailure::Invalid { .. })
+                && e.to_string().contains("not a valid host snapshot"),
+            "{e}"
+        );
+        let future = HEALTHY.replacen("\"schema_version\": 1", "\"schema_version\": 9", 1);
+        let e = parse_snapshot(&future).expect_err("newer schema");
+        assert!(e.contains("schema_version 9"), "{e}");
+        let with_bom = format!("\u{feff}{HEALTHY}");
+        assert!(
+            parse_snapshot(&with_bom).is_ok(),
+            "Out-File's byte-order mark is accepted"
+        );
+        // A snapshot that round-trips through the agent's own writer reads back the same.
+        let snapshot = parse_snapshot(HEALTHY).expect("parses");
+        let written = serde_json::to_string(&snapshot).expect("serializes");
+        let again = parse_snapshot(&written).expect("reads back");
+        assert_eq!(
+            serde_json::to_value(&again).ok(),
+            serde_json::to_value(&snapshot).ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn live_collection_elsewhere_than_windows_is_unavailable() {
+        if cfg!(windows) {
+            return;
+        }
+        assert_eq!(
+            probe(&HostSource::Live).await.err(),
+            Some(HostFailure::Unavailable)
+        );
+    }
+}

@@ -26,7 +26,8 @@ pub mod paths {
     /// .NET Framework 4.x setup key (`Release`).
     pub const NDP_V4_FULL: &str = r"HKLM\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full";
     /// Windows version key (`ProductName`, `CurrentBuild`, `InstallationType`).
-    pub const WINDOWS_NT_CURRENT_VERSION: &str = r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion";
+    pub const WINDOWS_NT_CURRENT_VERSION: &str =
+        r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion";
     /// `ProductType` (`LanmanNt` on a domain controller).
     pub const PRODUCT_OPTIONS: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\ProductOptions";
     /// LSA settings (`RestrictRemoteSam`).
@@ -36,11 +37,9 @@ pub mod paths {
     /// .NET 4 settings for 32-bit processes.
     pub const DOTNET_32: &str = r"HKLM\SOFTWARE\WOW6432Node\Microsoft\.NETFramework\v4.0.30319";
     /// SChannel TLS 1.2 server side.
-    pub const TLS12_SERVER: &str =
-        r"HKLM\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Server";
+    pub const TLS12_SERVER: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Server";
     /// SChannel TLS 1.2 client side.
-    pub const TLS12_CLIENT: &str =
-        r"HKLM\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Client";
+    pub const TLS12_CLIENT: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL\Protocols\TLS 1.2\Client";
     /// Every registry key the collector reads.
     pub const REGISTRY_KEYS: &[&str] = &[
         NDP_V4_FULL,
@@ -56,8 +55,7 @@ pub mod paths {
     /// The sync engine, whose file version is the installed Connect build.
     pub const MIISERVER_EXE: &str = r"C:\Program Files\Microsoft Azure AD Sync\Bin\miiserver.exe";
     /// The Cloud Sync provisioning agent.
-    pub const PROVISIONING_AGENT_EXE: &str =
-        r"C:\Program Files\Microsoft Azure AD Connect Provisioning Agent\AADConnectProvisioningAgent.exe";
+    pub const PROVISIONING_AGENT_EXE: &str = r"C:\Program Files\Microsoft Azure AD Connect Provisioning Agent\AADConnectProvisioningAgent.exe";
     /// Every file whose version the collector reads.
     pub const VERSIONED_FILES: &[&str] = &[MIISERVER_EXE, PROVISIONING_AGENT_EXE];
 
@@ -70,7 +68,8 @@ pub mod paths {
     /// The Cloud Sync agent's configuration, where its proxy belongs.
     pub const PROVISIONING_AGENT_CONFIG: &str = r"C:\Program Files\Microsoft Azure AD Connect Provisioning Agent\AADConnectProvisioningAgent.exe.config";
     /// Every text file the collector reads.
-    pub const CONFIG_FILES: &[&str] = &[MACHINE_CONFIG, MIISERVER_CONFIG, PROVISIONING_AGENT_CONFIG];
+    pub const CONFIG_FILES: &[&str] =
+        &[MACHINE_CONFIG, MIISERVER_CONFIG, PROVISIONING_AGENT_CONFIG];
 }
 
 /// One item of the snapshot: what was read, or why it could not be.
@@ -153,6 +152,10 @@ pub struct Snapshot {
     /// The Application event log.
     #[serde(default)]
     pub events: Collected<EventLog>,
+    /// User rights assignments from `secedit /export /areas USER_RIGHTS`: right → the
+    /// trustees as secedit writes them (`*S-1-5-32-544` or a name).
+    #[serde(default)]
+    pub user_rights: Collected<BTreeMap<String, OneOrMany<String>>>,
 }
 
 /// `Win32_ComputerSystem` fields.

@@ -37,17 +37,18 @@ pub async fn collect() -> Snapshot {
         .iter()
         .map(|path| ((*path).to_owned(), read_text(path).into()))
         .collect();
-    let files = match powershell::<BTreeMap<String, Collected<Option<super::snapshot::FileVersion>>>>(
-        &file_versions_script(),
-    )
-    .await
-    {
-        Ok(files) => files,
-        Err(e) => paths::VERSIONED_FILES
-            .iter()
-            .map(|p| ((*p).to_owned(), Collected::Error(e.clone())))
-            .collect(),
-    };
+    let files =
+        match powershell::<BTreeMap<String, Collected<Option<super::snapshot::FileVersion>>>>(
+            &file_versions_script(),
+        )
+        .await
+        {
+            Ok(files) => files,
+            Err(e) => paths::VERSIONED_FILES
+                .iter()
+                .map(|p| ((*p).to_owned(), Collected::Error(e.clone())))
+                .collect(),
+        };
     Snapshot {
         schema_version: SCHEMA_VERSION,
         collected_at,
@@ -76,6 +77,7 @@ pub async fn collect() -> Snapshot {
         adsync: adsync().await,
         account_sids: powershell(&adsync_script(ACCOUNT_SIDS)).await.into(),
         events: events().await.into(),
+        user_rights: powershell(USER_RIGHTS).await.into(),
     }
 }
 
@@ -152,7 +154,8 @@ fn file_versions_script() -> String {
 }
 
 /// The local clock against the `Date` header of Microsoft's sign-in service.
-const CLOCK: &str = "$ref = 'https://login.microsoftonline.com/'; \
+const CLOCK: &str = "[Net.ServicePointManager]::SecurityProtocol = [Net.SecurityProtocolType]::Tls12; \
+    $ref = 'https://login.microsoftonline.com/'; \
     try { $resp = Invoke-WebRequest -Uri $ref -Method Head -UseBasicParsing -TimeoutSec 15; $d = $resp.Headers['Date'] } \
     catch { if ($_.Exception.Response) { $d = $_.Exception.Response.Headers['Date'] } else { $e = $_.Exception.Message } }; \
     $now = (Get-Date).ToUniversalTime().ToString('o'); \
@@ -160,13 +163,13 @@ const CLOCK: &str = "$ref = 'https://login.microsoftonline.com/'; \
     [pscustomobject]@{ local_utc = $now; reference_utc = $r; reference = \"$ref (HTTP Date header)\" }";
 
 const SCHEDULER: &str = "Get-ADSyncScheduler | Select-Object SyncCycleEnabled,StagingModeEnabled,SchedulerSuspended,MaintenanceEnabled,\
-    @{n='NextSyncCycleStartTimeInUTC';e={[DateTime]::SpecifyKind($_.NextSyncCycleStartTimeInUTC,'Utc').ToString('o')}}";
+    @{n='NextSyncCycleStartTimeInUTC';e={ if ($_.NextSyncCycleStartTimeInUTC) { [DateTime]::SpecifyKind($_.NextSyncCycleStartTimeInUTC,'Utc').ToString('o') } }}";
 
 const PASSWORD_RESET: &str = "@(Get-ADSyncConnector | Where-Object SubType -eq 'Windows Azure Active Directory (Microsoft)' | \
     ForEach-Object { [pscustomobject]@{ ConnectorName = $_.Name; Enabled = [bool](Get-ADSyncAADPasswordResetConfiguration -Connector $_.Name).Enabled } })";
 
 const CONNECTORS: &str = "@(Get-ADSyncConnector | Select-Object Name,Type,SubType,\
-    @{n='LastModificationTime';e={$_.LastModificationTime.ToUniversalTime().ToString('o')}},\
+    @{n='LastModificationTime';e={ if ($_.LastModificationTime) { $_.LastModificationTime.ToUniversalTime().ToString('o') } }},\
     @{n='ConnectivityParameters';e={@($_.ConnectivityParameters | \
       Where-Object Name -in 'forest-name','forest-login-user','forest-login-domain' | Select-Object Name,Value)}})";
 
@@ -177,14 +180,23 @@ const GLOBAL_SETTINGS: &str = "Get-ADSyncGlobalSettings | Select-Object @{n='Par
     Select-Object Name,Value)}}";
 
 const RUN_HISTORY: &str = "@(Get-ADSyncRunProfileResult -NumberRequested 500 | Select-Object ConnectorName,RunProfileName,Result,\
-    @{n='StartDate';e={[DateTime]::SpecifyKind($_.StartDate,'Utc').ToString('o')}},\
-    @{n='EndDate';e={[DateTime]::SpecifyKind($_.EndDate,'Utc').ToString('o')}})";
+    @{n='StartDate';e={ if ($_.StartDate) { [DateTime]::SpecifyKind($_.StartDate,'Utc').ToString('o') } }},\
+    @{n='EndDate';e={ if ($_.EndDate) { [DateTime]::SpecifyKind($_.EndDate,'Utc').ToString('o') } }})";
 
 const ACCOUNT_SIDS: &str = "@(Get-ADSyncConnector | Where-Object Type -eq 'AD' | ForEach-Object { \
     $p = $_.ConnectivityParameters; $u = ($p | Where-Object Name -eq 'forest-login-user').Value; \
     $d = ($p | Where-Object Name -eq 'forest-login-domain').Value; \
-    if ($u) { try { $n = \"$d\\$u\"; [pscustomobject]@{ Account = $n; \
-      Sid = ([Security.Principal.NTAccount]$n).Translate([Security.Principal.SecurityIdentifier]).Value } } catch { } } })";
+    if ($u) { foreach ($n in @(\"$d\\$u\", \"$u@$d\")) { try { \
+      $sid = ([Security.Principal.NTAccount]$n).Translate([Security.Principal.SecurityIdentifier]).Value; \
+      [pscustomobject]@{ Account = $n; Sid = $sid }; break } catch { } } } })";
+
+/// `secedit /export` of the user rights, as right → trustees.
+const USER_RIGHTS: &str = "$f = [IO.Path]::GetTempFileName(); \
+    try { secedit.exe /export /areas USER_RIGHTS /cfg $f /quiet | Out-Null; \
+      if ($LASTEXITCODE -ne 0) { throw \"secedit /export failed with exit code $LASTEXITCODE\" }; \
+      $r = [ordered]@{}; foreach ($l in Get-Content -LiteralPath $f) { \
+        if ($l -match '^(Se\\w+)\\s*=\\s*(.*)$') { $r[$matches[1]] = @($matches[2] -split ',' | ForEach-Object { $_.Trim() }) } }; $r } \
+    finally { Remove-Item -LiteralPath $f -ErrorAction SilentlyContinue }";
 
 fn adsync_script(body: &str) -> String {
     format!("Import-Module ADSync -ErrorAction Stop; {body}")
@@ -206,8 +218,7 @@ async fn adsync() -> AdSync {
 async fn events() -> Result<EventLog, String> {
     let since = OffsetDateTime::now_utc() - time::Duration::days(EVENT_WINDOW_DAYS);
     let script = format!(
-        "$sel = {{ Select-Object ProviderName,Id,Level,Message,@{{n='TimeCreated';e={{$_.TimeCreated.ToUniversalTime().ToString('o')}}}} }}; \
-         function Q($f, $n) {{ try {{ @(Get-WinEvent -FilterHashtable $f -MaxEvents $n -ErrorAction Stop) }} \
+        "function Q($f, $n) {{ try {{ @(Get-WinEvent -FilterHashtable $f -MaxEvents $n -ErrorAction Stop) }} \
            catch {{ if ($_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*') {{ @() }} else {{ throw }} }} }}; \
          $start = (Get-Date).AddDays(-{EVENT_WINDOW_DAYS}); \
          $all = @(); \
@@ -215,7 +226,7 @@ async fn events() -> Result<EventLog, String> {
          $all += Q @{{ LogName = 'Application'; ProviderName = 'PasswordResetService'; Id = 31019 }} 1; \
          $all += Q @{{ LogName = 'Application'; ProviderName = 'PasswordResetService'; Id = 31015 }} 1; \
          $all += Q @{{ LogName = 'Application'; ProviderName = 'PasswordResetService'; Id = 31013 }} 1; \
-         @($all | & $sel)"
+         @($all | Select-Object ProviderName,Id,Level,Message,@{{n='TimeCreated';e={{$_.TimeCreated.ToUniversalTime().ToString('o')}}}})"
     );
     let records: OneOrMany<super::snapshot::EventRecord> = powershell(&script).await?;
     Ok(EventLog { since, records })

@@ -15,7 +15,7 @@ use ldap3::{Ldap, Scope, SearchEntry, SearchOptions, ldap_escape};
 
 use crate::ad::{
     AdFacts, ConnectorAccount, DomainController, OrganizationalUnit, PasswordSettings, RightGuids,
-    RootDse, ScopedUser, SecurityDescriptor, UserSample, guid_to_string, sid_to_string,
+    RootDse, ScopedUser, SecurityDescriptor, UserGroups, UserSample, guid_to_string, sid_to_string,
 };
 use crate::config::LdapSettings;
 use crate::facts::{ProbeFailure, ProbeStep};
@@ -29,6 +29,8 @@ const RC_SIZE_LIMIT_EXCEEDED: u32 = 4;
 const RC_NO_SUCH_OBJECT: u32 = 32;
 /// At most this many OUs are read per scope DN.
 const MAX_OUS: usize = 2_000;
+/// At most this many protected users get their groups read, one base read each.
+const MAX_PROTECTED_READS: usize = 100;
 
 /// One search's entries, and whether the size limit cut it short.
 struct Found {
@@ -513,7 +515,33 @@ async fn read_users(
             uac_computed: flags(e, "msDS-User-Account-Control-Computed"),
             resultant_pso: text(e, "msDS-ResultantPSO"),
             sd: sd_of(e),
+            protection: None,
         }));
+    }
+    // tokenGroups needs a base-scope read per user: only for the protected ones, bounded.
+    for user in users
+        .iter_mut()
+        .filter(|u| u.admin_count > 0)
+        .take(MAX_PROTECTED_READS)
+    {
+        user.protection = Some(
+            r.base(&user.dn, &["objectSid", "tokenGroups"], false)
+                .await
+                .map_err(|e| e.message)
+                .and_then(|entry| {
+                    let sid = bytes(&entry, "objectSid")
+                        .first()
+                        .and_then(|b| sid_to_string(b))
+                        .ok_or_else(|| format!("{} has no readable objectSid", user.dn))?;
+                    Ok(UserGroups {
+                        sid,
+                        token_groups: bytes(&entry, "tokenGroups")
+                            .into_iter()
+                            .filter_map(sid_to_string)
+                            .collect(),
+                    })
+                }),
+        );
     }
     Ok(UserSample {
         users,

@@ -331,7 +331,8 @@ pub async fn probe(
 const LEGACY_RELAY_PORTS: [u16; 5] = [9350, 9351, 9352, 9353, 9354];
 
 /// How the probes reach the outside: directly, or through the configured proxy (with its
-/// address, or why it has none).
+/// address, or why it has none). The DC ports and the legacy relay ports are always tested
+/// directly: a TCP port test means nothing through an HTTP proxy.
 enum Route {
     Direct,
     Proxy(Proxy, Result<SocketAddr, String>),
@@ -397,7 +398,7 @@ async fn open_stream(
             Ok((tcp, address))
         }
         Route::Proxy(proxy, address) => {
-            let address = proxy_address(proxy, address).map_err(|f| (None, f))?;
+            let address = proxy_address(address).map_err(|f| (None, f))?;
             let tcp = connect_proxy(proxy, address, timeout)
                 .await
                 .map_err(|f| (Some(address), f))?;
@@ -418,14 +419,12 @@ async fn open_stream(
     }
 }
 
-fn proxy_address(
-    proxy: &Proxy,
-    address: &Result<SocketAddr, String>,
-) -> Result<SocketAddr, EndpointFailure> {
-    address.as_ref().copied().map_err(|message| {
-        let _ = proxy;
-        failure(EndpointStep::Proxy, message.clone())
-    })
+/// The proxy's address, or the failure saying why it has none.
+fn proxy_address(address: &Result<SocketAddr, String>) -> Result<SocketAddr, EndpointFailure> {
+    address
+        .as_ref()
+        .copied()
+        .map_err(|message| failure(EndpointStep::Proxy, message.clone()))
 }
 
 async fn connect_proxy(
@@ -692,7 +691,7 @@ async fn probe_http(
             }
         },
         Route::Proxy(proxy, address) => {
-            let address = match proxy_address(proxy, address) {
+            let address = match proxy_address(address) {
                 Ok(address) => address,
                 Err(e) => {
                     probe.outcome = Err(e);
@@ -793,23 +792,84 @@ pub async fn probe_dc_ports(
         let ports = ports.clone();
         async move {
             let lookup = resolver.lookup(&host).await;
-            let probed = match lookup.addresses().first() {
+            let (probed, cldap) = match lookup.addresses().first() {
                 Some(address) => {
-                    Ok(probe_ports(&host, *address, ports.into_iter(), settings.timeout).await)
+                    let (ports, cldap) = tokio::join!(
+                        probe_ports(&host, *address, ports.into_iter(), settings.timeout),
+                        cldap_ping(*address, settings.timeout)
+                    );
+                    (Ok(ports), Some(cldap))
                 }
-                None => Err(match &lookup.outcome {
-                    Err(e) => e.message.clone(),
-                    Ok(_) => format!("{host} has no address"),
-                }),
+                None => (
+                    Err(match &lookup.outcome {
+                        Err(e) => e.message.clone(),
+                        Ok(_) => format!("{host} has no address"),
+                    }),
+                    None,
+                ),
             };
             DcPorts {
                 host,
                 roles,
                 ports: probed,
+                cldap,
             }
         }
     }))
     .await
+}
+
+/// A CLDAP ping: message 1, a base search of the rootDSE with the filter `(NtVer=6)` for the
+/// `Netlogon` attribute, as DC locators send it over UDP 389.
+const CLDAP_PING: [u8; 51] = [
+    0x30, 0x31, 0x02, 0x01, 0x01, // LDAPMessage, messageID 1
+    0x63, 0x2c, // SearchRequest
+    0x04, 0x00, // baseObject ""
+    0x0a, 0x01, 0x00, // scope baseObject
+    0x0a, 0x01, 0x00, // derefAliases never
+    0x02, 0x01, 0x00, // sizeLimit 0
+    0x02, 0x01, 0x00, // timeLimit 0
+    0x01, 0x01, 0x00, // typesOnly false
+    0xa3, 0x0d, 0x04, 0x05, b'N', b't', b'V', b'e', b'r', 0x04, 0x04, 0x06, 0x00, 0x00,
+    0x00, // (NtVer=\06\00\00\00)
+    0x30, 0x0a, 0x04, 0x08, b'N', b'e', b't', b'l', b'o', b'g', b'o', b'n', // attributes
+];
+
+/// Sends a CLDAP ping to `address` (UDP 389), once more halfway through the time-out in case
+/// a datagram was lost. Any LDAP message back means CLDAP works.
+async fn cldap_ping(address: IpAddr, timeout: Duration) -> PortOutcome {
+    let local: SocketAddr = if address.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let socket = match tokio::net::UdpSocket::bind(local).await {
+        Ok(socket) => socket,
+        Err(e) => return PortOutcome::Error(format!("cannot open a UDP socket: {e}")),
+    };
+    if let Err(e) = socket.connect(SocketAddr::new(address, 389)).await {
+        return PortOutcome::Error(format!("UDP to {address}:389 failed: {e}"));
+    }
+    let mut answer = [0u8; 4096];
+    for _ in 0..2 {
+        if let Err(e) = socket.send(&CLDAP_PING).await {
+            return PortOutcome::Error(format!("sending a CLDAP ping to {address} failed: {e}"));
+        }
+        match tokio::time::timeout(timeout / 2, socket.recv(&mut answer)).await {
+            Err(_) => continue,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return PortOutcome::Refused;
+            }
+            Ok(Err(e)) => return PortOutcome::Error(format!("CLDAP from {address} failed: {e}")),
+            Ok(Ok(n)) if n > 0 && answer[0] == 0x30 => return PortOutcome::Open,
+            Ok(Ok(_)) => {
+                return PortOutcome::Error(format!(
+                    "{address} answered UDP 389 with something other than LDAP"
+                ));
+            }
+        }
+    }
+    PortOutcome::TimedOut
 }
 
 /// NET-04: opens a TLS session to the relay, keeps it idle for `hold` (showing progress on
@@ -1266,5 +1326,95 @@ mod tests {
         )
         .await;
         assert_eq!(hold.outcome, IdleHoldOutcome::Survived { http_status: 401 });
+    }
+
+    /// A one-connection-at-a-time proxy on loopback: tunnels `CONNECT` to `upstream`, or
+    /// answers every request with `refuse` when set.
+    async fn proxy(upstream: SocketAddr, refuse: Option<u16>) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read_u8().await {
+                            Ok(b) => head.push(b),
+                            Err(_) => return,
+                        }
+                    }
+                    if let Some(code) = refuse {
+                        let answer = format!("HTTP/1.1 {code} No\r\n\r\n");
+                        let _ = client.write_all(answer.as_bytes()).await;
+                        return;
+                    }
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = client.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Proxy {
+            host: "127.0.0.1".to_owned(),
+            port: address.port(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_goes_through_a_connect_proxy_and_its_refusals_are_named() {
+        let server = tls_server().await;
+        let (_dir, trust) = trust_with_test_ca();
+        let trust = Ok(trust);
+        // The name does not resolve here: through a proxy, only the proxy needs an address.
+        let target = endpoint("passwordreset.test", server.port());
+        let forwarding = proxy(server, None).await;
+        let route = Route::Proxy(
+            forwarding.clone(),
+            Ok(SocketAddr::from(([127, 0, 0, 1], forwarding.port))),
+        );
+        let probe = probe_endpoint(
+            EndpointPurpose::PasswordReset,
+            &target,
+            None,
+            &route,
+            &trust,
+            Duration::from_secs(5),
+        )
+        .await;
+        let session = probe.outcome.expect("tunnelled TLS");
+        assert_eq!(session.http_status, Ok(401));
+        assert_eq!(probe.address.map(|a| a.port()), Some(forwarding.port));
+
+        for (code, step) in [
+            (403, EndpointStep::ProxyDenied),
+            (407, EndpointStep::ProxyAuthRequired),
+            (502, EndpointStep::Proxy),
+        ] {
+            let refusing = proxy(server, Some(code)).await;
+            let route = Route::Proxy(
+                refusing.clone(),
+                Ok(SocketAddr::from(([127, 0, 0, 1], refusing.port))),
+            );
+            let probe = probe_endpoint(
+                EndpointPurpose::Connect,
+                &target,
+                None,
+                &route,
+                &trust,
+                Duration::from_secs(5),
+            )
+            .await;
+            let err = probe.outcome.expect_err("refused by the proxy");
+            assert_eq!(err.step, step, "{}", err.message);
+            assert!(
+                err.message.contains(&refusing.to_string()),
+                "{}",
+                err.message
+            );
+        }
     }
 }

@@ -44,7 +44,7 @@ Import-Module 'C:\\Program Files\\Microsoft Azure Active Directory Connect\\AdSy
 Set-ADSyncPasswordWritebackPermissions -ADConnectorAccountName {account} -ADConnectorAccountDomain {domain} \
 (for one OU or user with blocked inheritance: Set-ADSyncPasswordWritebackPermissions -ADConnectorAccountDN '{connector_dn}' -ADobjectDN '<that DN>'). \
 Allow up to an hour for replication and SDProp.",
-        verified_by: "Unit tests permissions::tests::without_reset_password_on_the_domain_head_every_user_fails_naming_the_cmdlet, a_user_with_blocked_inheritance_fails_partially_with_a_per_object_command, a_right_granted_to_a_group_of_the_connector_counts. \
+        verified_by: "Unit tests permissions::tests::rights_on_descriptors_captured_from_a_samba_dc (real Samba DACL bytes), without_reset_password_on_the_domain_head_every_user_fails_naming_the_cmdlet, a_user_with_blocked_inheritance_fails_partially_with_a_per_object_command, a_right_granted_to_a_group_of_the_connector_counts. \
 End to end (Samba): the grant of Set-ADSyncPasswordWritebackPermissions on the domain head passes; removing the Reset password ACE fails; blocking inheritance on an OU fails for its users only.",
     },
     CheckDef {
@@ -120,7 +120,7 @@ End to end (Samba): `samba-tool dsacl set` with a protected SDDL (D:P…) on an 
         id: "permissions.protected_accounts",
         refs: &["PERM-08"],
         title: "Protected accounts in scope",
-        description: "Lists the users in scope with adminCount set (AdminSDHolder-protected): writeback cannot reset their passwords, by design.",
+        description: "Lists the users in scope with adminCount set (AdminSDHolder-protected), besides the built-in Administrator and krbtgt: writeback cannot reset their passwords, by design.",
         category: Category::Permissions,
         runs_on: RunsOn::Agent,
         severity: Severity::Partial,
@@ -130,7 +130,21 @@ End to end (Samba): `samba-tool dsacl set` with a protected SDDL (D:P…) on an 
 If it is really needed (Microsoft does not recommend it): Set-ADSyncPasswordWritebackPermissions -ADConnectorAccountName {account} -ADConnectorAccountDomain {domain} -IncludeAdminSdHolders. \
 If an account left the protected groups, clear adminCount and enable inheritance on it.",
         verified_by: "Unit tests permissions::tests::unexpire_missing_protected_users_and_pre2000_are_reported. \
-End to end (Samba): a user with adminCount=1 and a protected ACL makes it warn; the built-in Administrator is reported in every state.",
+End to end (Samba): a user with adminCount=1 and a protected ACL makes it warn; the built-in Administrator alone passes (listed in the evidence).",
+    },
+    CheckDef {
+        id: "permissions.orphaned_admin_count",
+        refs: &["PERM-09"],
+        title: "No orphaned adminCount",
+        description: "Every user in scope with adminCount set is still in a protected group (its tokenGroups hold one); one that left them keeps a protected ACL that the connector's rights never reach.",
+        category: Category::Permissions,
+        runs_on: RunsOn::Agent,
+        severity: Severity::Partial,
+        data_source: DataSource::Ldap,
+        docs_url: TROUBLESHOOT_WRITEBACK,
+        remediation: "Clear adminCount and enable inheritance on these users (SDProp no longer protects them):\n{commands}",
+        verified_by: "Unit tests permissions::tests::admin_count_without_a_protected_group_is_orphaned. \
+End to end (Samba): a user given adminCount=1 and a protected ACL while in no protected group fails; the built-in Administrator passes.",
     },
     CheckDef {
         id: "permissions.user_cannot_change_password",
@@ -147,7 +161,7 @@ End to end (Samba): a user with adminCount=1 and a protected ACL makes it warn; 
 End to end (Samba): `samba-tool dsacl set` adding (OD;;CR;ab721a53-…;;WD) on a user makes it warn.",
     },
     CheckDef {
-        id: "permissions.pre_windows_2000_access",
+        id: "permissions.pre_windows_compatible_access",
         refs: &["PERM-12"],
         title: "Pre-Windows 2000 Compatible Access holds Authenticated Users",
         description: "Authenticated Users (or the connector account) is a member of Pre-Windows 2000 Compatible Access, the read access NetUserGetInfo needs.",

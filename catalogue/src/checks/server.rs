@@ -6,20 +6,17 @@ use crate::{Category, CheckDef, DataSource, RunsOn, Severity};
 
 use super::{CONNECT_PREREQUISITES, ENABLE_WRITEBACK, TROUBLESHOOT_WRITEBACK};
 
-const STAGING_SERVER: &str =
-    "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-sync-staging-server";
-const VERSION_HISTORY: &str =
-    "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/reference-connect-version-history";
+const STAGING_SERVER: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-sync-staging-server";
+const VERSION_HISTORY: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/reference-connect-version-history";
 const AUTO_UPGRADE: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-install-automatic-upgrade";
 const DOTNET_VERSIONS: &str = "https://learn.microsoft.com/en-us/dotnet/framework/install/how-to-determine-which-versions-are-installed";
-const TLS_ENFORCEMENT: &str =
-    "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/reference-connect-tls-enforcement";
+const TLS_ENFORCEMENT: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/reference-connect-tls-enforcement";
 const CONNECTIVITY: &str =
     "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/tshoot-connect-connectivity";
 const SSPR_0029: &str = "https://learn.microsoft.com/en-us/troubleshoot/entra/entra-id/user-prov-sync/password-writeback-error-code-sspr-0029";
+const WRITEBACK_PERMISSIONS: &str = "https://learn.microsoft.com/en-us/troubleshoot/entra/entra-id/user-prov-sync/password-writeback-access-rights-permissions";
 const UNABLE_TO_CONFIGURE: &str = "https://learn.microsoft.com/en-us/troubleshoot/entra/entra-id/user-prov-sync/unable-configure-pwd-writeback-error";
-const CHANGE_CONNECTOR_PASSWORD: &str =
-    "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-sync-change-addsacct-pass";
+const CHANGE_CONNECTOR_PASSWORD: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-sync-change-addsacct-pass";
 const SIGN_AND_SEAL: &str = "https://learn.microsoft.com/en-us/troubleshoot/entra/entra-id/user-prov-sync/password-writeback-error-code-8023062c";
 const HOW_WRITEBACK_WORKS: &str =
     "https://learn.microsoft.com/en-us/entra/identity/authentication/concept-sspr-writeback";
@@ -182,6 +179,17 @@ which survives un-defining the GPO: Remove-ItemProperty -Path 'HKLM:\\SYSTEM\\Cu
         snapshot_proof!("restrict-remote-sam.json"),
     ),
     host(
+        "server.impersonate_privilege",
+        &["SRV-14"],
+        "Impersonate a client after authentication keeps its defaults",
+        "The user right SeImpersonatePrivilege on the sync server includes Administrators, LOCAL SERVICE, NETWORK SERVICE and SERVICE (secedit /export /areas USER_RIGHTS), as the writeback permissions article requires.",
+        Severity::Warning,
+        WRITEBACK_PERMISSIONS,
+        "On {server}, restore the default holders of \"Impersonate a client after authentication\" (missing: {missing}) in the GPO or local policy that sets it: \
+Computer Configuration → Windows Settings → Security Settings → Local Policies → User Rights Assignment. Then run gpupdate /force and Restart-Service ADSync.",
+        snapshot_proof!("impersonate-missing.json"),
+    ),
+    host(
         "server.dotnet_proxy",
         &["NET-05"],
         ".NET proxy configured in machine.config",
@@ -194,7 +202,7 @@ which survives un-defining the GPO: Remove-ItemProperty -Path 'HKLM:\\SYSTEM\\Cu
         snapshot_proof!("proxy-in-miiserver-config.json"),
     ),
     host(
-        "server.tls12_registry",
+        "server.tls_registry",
         &["NET-06"],
         "TLS 1.2 enabled for .NET and SChannel",
         "The 8 registry values Microsoft lists are set: SystemDefaultTlsVersions=1 and SchUseStrongCrypto=1 for 64- and 32-bit .NET 4, and Enabled=1, DisabledByDefault=0 for the SChannel TLS 1.2 Server and Client.",
@@ -291,7 +299,10 @@ Synchronization Service Manager → Connectors → {connector} → Properties �
     ),
     host(
         "server.writeback_errors",
-        &["§3", "PERM-02", "PERM-08", "PERM-11", "PERM-12", "USR-01", "USR-02", "USR-03", "USR-04", "AD-03", "AD-06", "OBJ-02", "OBJ-03", "TEN-08", "NET-01", "NET-02"],
+        &[
+            "§3", "PERM-02", "PERM-08", "PERM-11", "PERM-12", "USR-01", "USR-02", "USR-03",
+            "USR-04", "AD-03", "AD-06", "OBJ-02", "OBJ-03", "TEN-08", "NET-01", "NET-02",
+        ],
         "No recent writeback errors in the event log",
         "The PasswordResetService and ADSync events of the last day (31003, 31008, 31011, 31014, 32001, 32002, 32009, 32011, 32013–32015, 33001–33009 and ADSync 6329 with its HRESULT) classified into causes, each with the check that explains it.",
         Severity::Partial,

@@ -106,6 +106,8 @@ impl Operation {
 pub enum AuditAction {
     /// A tenant was created.
     TenantCreated,
+    /// An agent enrolled with an enrollment token (the agent is both principal and target).
+    AgentEnrolled,
     /// An agent was asked to run its checks.
     AgentRunRequested,
     /// An enrollment token was created.
@@ -124,8 +126,9 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 9] = [
         AuditAction::TenantCreated,
+        AuditAction::AgentEnrolled,
         AuditAction::AgentRunRequested,
         AuditAction::EnrollmentTokenCreated,
         AuditAction::EnrollmentTokenRevoked,
@@ -139,6 +142,7 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::TenantCreated => "tenant.created",
+            AuditAction::AgentEnrolled => "agent.enrolled",
             AuditAction::AgentRunRequested => "agent.run_requested",
             AuditAction::EnrollmentTokenCreated => "enrollment_token.created",
             AuditAction::EnrollmentTokenRevoked => "enrollment_token.revoked",

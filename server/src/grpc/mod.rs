@@ -19,7 +19,9 @@ use wbhealth_proto::v1::{
 };
 
 use crate::AppState;
-use crate::domain::{Agent, AgentId, IngestOutcome, NewAgent, TokenRejection, secrets};
+use crate::domain::{
+    Agent, AgentId, AuditAction, IngestOutcome, NewAgent, NewAuditEvent, TokenRejection, secrets,
+};
 use crate::error::{Error, ErrorCode};
 
 /// The largest message an agent may send; a report of every check fits in a fraction of it.
@@ -44,6 +46,7 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
+        let client_ip = request.remote_addr().map(|addr| addr.ip().to_string());
         let request = request.into_inner();
         if request.token.trim().is_empty() {
             return Err(Error::invalid("the enrollment token is empty; create one with POST /api/v1/tenants/{id}/enrollment-tokens").into());
@@ -81,6 +84,23 @@ impl AgentService for AgentGrpc {
             }
         };
         tracing::info!(agent_id = %agent.id, tenant_id = %agent.tenant_id, hostname = %agent.host.hostname, "agent enrolled");
+        // The token's use is spent and the agent exists: failing the enrollment now would
+        // strand it without its credential, so a lost audit event is logged instead.
+        if let Err(e) = self
+            .state
+            .store
+            .record_audit_event(NewAuditEvent {
+                principal_id: agent.id.0,
+                principal_name: format!("agent on {}", agent.host.hostname),
+                action: AuditAction::AgentEnrolled,
+                tenant_id: Some(agent.tenant_id),
+                target_id: Some(agent.id.0),
+                client_ip,
+            })
+            .await
+        {
+            tracing::error!(agent_id = %agent.id, error = %format!("{e:#}"), "audit event not recorded");
+        }
         Ok(Response::new(EnrollResponse {
             agent_id: agent.id.to_string(),
             tenant_id: agent.tenant_id.to_string(),

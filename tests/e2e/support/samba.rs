@@ -725,9 +725,14 @@ base = str(db.domain_dn())
 
     /// Adds ACEs written in SDDL (such as `(OA;CI;CR;<guid>;;<sid>)`) to the DACL of `dn`.
     pub async fn dsacl_add(&self, dn: &str, aces: &str) -> anyhow::Result<()> {
-        self.samba_tool(&["dsacl", "set", &format!("--objectdn={dn}"), &format!("--sddl={aces}")])
-            .await
-            .map(drop)
+        self.samba_tool(&[
+            "dsacl",
+            "set",
+            &format!("--objectdn={dn}"),
+            &format!("--sddl={aces}"),
+        ])
+        .await
+        .map(drop)
     }
 
     /// Removes from the DACL of `dn` every ACE whose SDDL contains `needle` (case-insensitive).
@@ -762,7 +767,12 @@ base = str(db.domain_dn())
     }
 
     /// Sets `attribute` of `dn` to `value`.
-    pub async fn set_attribute(&self, dn: &str, attribute: &str, value: &str) -> anyhow::Result<()> {
+    pub async fn set_attribute(
+        &self,
+        dn: &str,
+        attribute: &str,
+        value: &str,
+    ) -> anyhow::Result<()> {
         self.samba_python(&format!(
             "m = ldb.Message()\n\
              m.dn = ldb.Dn(db, {dn:?})\n\
@@ -789,19 +799,35 @@ base = str(db.domain_dn())
     }
 
     /// Creates an enabled user `name` in the OU `ou_dn` and returns its DN.
-    pub async fn add_user_in(&self, name: &str, password: &str, ou_dn: &str) -> anyhow::Result<String> {
+    pub async fn add_user_in(
+        &self,
+        name: &str,
+        password: &str,
+        ou_dn: &str,
+    ) -> anyhow::Result<String> {
         let base = self.base_dn();
         let relative = ou_dn
             .strip_suffix(&format!(",{base}"))
             .with_context(|| format!("{ou_dn} is not under {base}"))?;
-        self.samba_tool(&["user", "create", name, password, &format!("--userou={relative}")])
-            .await?;
+        self.samba_tool(&[
+            "user",
+            "create",
+            name,
+            password,
+            &format!("--userou={relative}"),
+        ])
+        .await?;
         Ok(format!("CN={name},{ou_dn}"))
     }
 
     /// Creates a fine-grained password policy `name` with a minimum password age of
     /// `min_age_days` and applies it to the user or group `applies_to` (a sAMAccountName).
-    pub async fn add_pso(&self, name: &str, min_age_days: u32, applies_to: &str) -> anyhow::Result<()> {
+    pub async fn add_pso(
+        &self,
+        name: &str,
+        min_age_days: u32,
+        applies_to: &str,
+    ) -> anyhow::Result<()> {
         self.samba_tool(&[
             "domain",
             "passwordsettings",
@@ -812,8 +838,15 @@ base = str(db.domain_dn())
             &format!("--min-pwd-age={min_age_days}"),
         ])
         .await?;
-        self.samba_tool(&["domain", "passwordsettings", "pso", "apply", name, applies_to])
-            .await
-            .map(drop)
+        self.samba_tool(&[
+            "domain",
+            "passwordsettings",
+            "pso",
+            "apply",
+            name,
+            applies_to,
+        ])
+        .await
+        .map(drop)
     }
 }

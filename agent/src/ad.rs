@@ -26,6 +26,16 @@ pub const DS_CONTROL_ACCESS: u32 = 0x100;
 pub const DS_WRITE_PROP: u32 = 0x20;
 /// Access mask bit: generic all, which includes every right.
 pub const GENERIC_ALL: u32 = 0x1000_0000;
+/// Access mask bit: generic read, which includes listing, reading properties and the DACL.
+pub const GENERIC_READ: u32 = 0x8000_0000;
+/// Access mask bit: list the contents of a container.
+pub const DS_LIST_CHILDREN: u32 = 0x4;
+/// Access mask bit: read properties.
+pub const DS_READ_PROP: u32 = 0x10;
+/// Access mask bit: read the security descriptor (read permissions).
+pub const READ_CONTROL: u32 = 0x2_0000;
+/// The well-known SID of Pre-Windows 2000 Compatible Access.
+pub const PRE_WINDOWS_2000: &str = "S-1-5-32-554";
 /// Access mask bit: generic write, which includes writing every property.
 pub const GENERIC_WRITE: u32 = 0x4000_0000;
 
@@ -344,6 +354,20 @@ pub struct PasswordSettings {
     pub precedence: u32,
     /// `msDS-PSOAppliesTo`: the users and groups it applies to.
     pub applies_to: Vec<String>,
+    /// `msDS-PasswordHistoryLength`, `msDS-MinimumPasswordLength` and
+    /// `msDS-PasswordComplexityEnabled`.
+    pub rules: PasswordRules,
+}
+
+/// The history, length and complexity rules of the domain or of a PSO (USR-02).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PasswordRules {
+    /// How many previous passwords are remembered (`pwdHistoryLength`).
+    pub history_length: u32,
+    /// The minimum length (`minPwdLength`).
+    pub min_length: u32,
+    /// Whether complexity is required (`pwdProperties & 1`).
+    pub complexity: bool,
 }
 
 /// Everything the permission, topology and policy checks read beyond the basic probe. Each
@@ -368,6 +392,11 @@ pub struct AdFacts {
     pub users: Result<UserSample, ProbeFailure>,
     /// The fine-grained password settings objects of the domain.
     pub psos: Result<Vec<PasswordSettings>, ProbeFailure>,
+    /// The domain head's password rules.
+    pub domain_password_rules: Result<PasswordRules, ProbeFailure>,
+    /// The DACLs of `CN=Builtin,<domain>` and `CN=Server,CN=System,<domain>` (samServer), by
+    /// DN, which `NetUserGetInfo` needs to read (PERM-12).
+    pub sam_sds: Vec<(String, Result<SecurityDescriptor, ProbeFailure>)>,
     /// The `member` DNs of `CN=Pre-Windows 2000 Compatible Access,CN=Builtin,<domain>`.
     pub pre_windows_2000_members: Result<Vec<String>, ProbeFailure>,
 }

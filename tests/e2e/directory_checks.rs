@@ -31,11 +31,17 @@ const DIRECTORY_CHECKS: &[&str] = &[
     "permissions.orphaned_admin_count",
     "permissions.user_cannot_change_password",
     "permissions.pre_windows_compatible_access",
+    "permissions.sam_read_access",
     "topology.read_only_dc",
     "topology.policy_hints_control",
     "topology.functional_level",
     "topology.ou_reserved_characters",
     "policy.fine_grained_min_age",
+    "policy.password_complexity",
+    "policy.disabled_users",
+    "policy.locked_out_users",
+    "policy.must_change_password",
+    "policy.password_never_expires",
 ];
 
 /// Runs `diagnose --format json` and returns the results by check id.
@@ -132,6 +138,15 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
         "pass",
         &[CONNECTOR],
     );
+    // Samba's default domain rules, read from the domain head.
+    assert_status(
+        &healthy,
+        "policy.password_complexity",
+        "pass",
+        &[&format!(
+            "{domain}: at least 7 characters, complexity required, 24 previous passwords remembered"
+        )],
+    );
     // The built-in Administrator is protected in every domain: evidence, not a warning.
     let administrator = Value::String(format!("CN=Administrator,CN=Users,{base}"));
     let built_in =
@@ -192,6 +207,12 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
             "Set-ADFineGrainedPasswordPolicy -Identity 'Writeback PSO' -MinPasswordAge 0.00:00:00",
         ],
     );
+    assert_status(
+        &results,
+        "policy.password_complexity",
+        "pass",
+        &["PSO CN=Writeback PSO,CN=Password Settings Container"],
+    );
 
     // A protected user: adminCount=1 and a protected ACL without the connector's rights.
     dc.add_user("carol", PASSWORD).await?;
@@ -239,6 +260,91 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
         "permissions.change_password",
         "fail",
         &[&bob, "denied to S-1-1-0"],
+    );
+
+    // Per-user state (USR-03 to USR-06), each on its own user in OU=Sales.
+    let dave = dc.add_user_in("dave", PASSWORD, &sales).await?;
+    dc.samba_tool(&["user", "disable", "dave"]).await?;
+    let erin = dc.add_user_in("erin", PASSWORD, &sales).await?;
+    dc.set_attribute(&erin, "pwdLastSet", "0").await?;
+    let frank = dc.add_user_in("frank", PASSWORD, &sales).await?;
+    dc.samba_tool(&["user", "setexpiry", "frank", "--noexpiry"])
+        .await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "policy.disabled_users",
+        "warn",
+        &[&dave, &format!("Enable-ADAccount -Identity '{dave}'")],
+    );
+    assert_eq!(
+        result(&results, "policy.disabled_users")["evidence"]["count"],
+        1
+    );
+    assert_status(
+        &results,
+        "policy.must_change_password",
+        "warn",
+        &[&erin, "ForcePasswordChangeOnLogOn"],
+    );
+    assert_status(&results, "policy.password_never_expires", "pass", &[&frank]);
+    assert_status(&results, "policy.locked_out_users", "pass", &[]);
+
+    // A locked-out user: failed binds past a lockout threshold of two.
+    let gina = dc.add_user_in("gina", PASSWORD, &sales).await?;
+    dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "set",
+        "--account-lockout-threshold=2",
+    ])
+    .await?;
+    dc.samba_python(&format!(
+        "bad = Credentials()\n\
+         bad.guess(lp)\n\
+         bad.set_username('gina')\n\
+         bad.set_password('wrong-password-1')\n\
+         bad.set_kerberos_state(DONT_USE_KERBEROS)\n\
+         for _ in range(3):\n    \
+         try:\n        \
+         SamDB(url='ldap://{}', credentials=bad, lp=lp)\n    \
+         except Exception:\n        \
+         pass",
+        dc.ip()
+    ))
+    .await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "policy.locked_out_users",
+        "warn",
+        &[&gina, &format!("Unlock-ADAccount -Identity '{gina}'")],
+    );
+
+    // CN=Builtin hardened: the read ACEs of Authenticated Users and of Pre-Windows 2000
+    // Compatible Access (RU) removed, so nothing grants the connector read permissions there.
+    let builtin = format!("CN=Builtin,{base}");
+    dc.dsacl_remove_containing(&builtin, "RPLCLORC;;;AU")
+        .await?;
+    dc.dsacl_remove_containing(&builtin, "RPRC;;;RU").await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.sam_read_access",
+        "fail",
+        &[
+            &format!("{builtin}: read permissions"),
+            &format!("dsacls \"{builtin}\" /G \"NT AUTHORITY\\Authenticated Users:LCRPRC\""),
+            CONNECTOR,
+        ],
+    );
+    assert!(
+        !result(&results, "permissions.sam_read_access")["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CN=Server,CN=System"),
+        "{:#}",
+        result(&results, "permissions.sam_read_access")
     );
 
     // The connector account disabled.

@@ -200,6 +200,32 @@ pub fn healthy() -> AdFacts {
             truncated: false,
         }),
         psos: Ok(Vec::new()),
+        domain_password_rules: Ok(PasswordRules {
+            history_length: 24,
+            min_length: 7,
+            complexity: true,
+        }),
+        sam_sds: [
+            "CN=Builtin,DC=contoso,DC=com",
+            "CN=Server,CN=System,DC=contoso,DC=com",
+        ]
+        .map(|dn| {
+            (
+                dn.to_owned(),
+                Ok(SecurityDescriptor {
+                    control: 0x8004,
+                    dacl: vec![ace(
+                        AceKind::Allow,
+                        0,
+                        0x0002_0094,
+                        None,
+                        None,
+                        AUTHENTICATED_USERS,
+                    )],
+                }),
+            )
+        })
+        .into(),
         pre_windows_2000_members: Ok(vec![
             "CN=S-1-5-11,CN=ForeignSecurityPrincipals,DC=contoso,DC=com".to_owned(),
         ]),

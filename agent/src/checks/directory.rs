@@ -463,6 +463,11 @@ mod tests {
                 min_age: -864_000_000_000,
                 precedence: 10,
                 applies_to: vec!["CN=Sales,OU=Sales,DC=contoso,DC=com".to_owned()],
+                rules: crate::ad::PasswordRules {
+                    history_length: 24,
+                    min_length: 7,
+                    complexity: true,
+                },
             }]);
             if let Ok(s) = &mut ad.users {
                 s.users[0].resultant_pso = Some(

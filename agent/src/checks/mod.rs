@@ -44,6 +44,14 @@ pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
     (network::LEGACY_RELAY_PORTS, network::legacy_relay_ports),
     (topology::PDC_EMULATOR, topology::pdc_emulator),
     (policy::MIN_PASSWORD_AGE, policy::min_password_age),
+    (policy::PASSWORD_COMPLEXITY, policy::password_complexity),
+    (policy::DISABLED_USERS, policy::disabled_users),
+    (policy::LOCKED_OUT_USERS, policy::locked_out_users),
+    (policy::MUST_CHANGE_PASSWORD, policy::must_change_password),
+    (
+        policy::PASSWORD_NEVER_EXPIRES,
+        policy::password_never_expires,
+    ),
     (directory::READ_ONLY_DC, directory::read_only_dc),
     (
         directory::POLICY_HINTS_CONTROL,
@@ -96,6 +104,7 @@ pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
         permissions::PRE_WINDOWS_2000_ACCESS,
         permissions::pre_windows_2000_access,
     ),
+    (permissions::SAM_READ_ACCESS, permissions::sam_read_access),
     (server::ADSYNC_SERVICE, server::adsync_service),
     (server::WRITEBACK_ENABLED, server::writeback_enabled),
     (server::STAGING_MODE, server::staging_mode),

@@ -14,8 +14,9 @@ use wbhealth_catalogue::{Status, render};
 use super::{Verdict, def, directory_error, plural};
 use crate::ad::{
     AUTHENTICATED_USERS, Ace, AceKind, AdFacts, CONTAINER_INHERIT, ConnectorAccount,
-    DS_CONTROL_ACCESS, DS_WRITE_PROP, EVERYONE, GENERIC_ALL, GENERIC_WRITE, INHERIT_ONLY,
-    RightGuids, SELF, ScopedUser, SecurityDescriptor,
+    DS_CONTROL_ACCESS, DS_LIST_CHILDREN, DS_READ_PROP, DS_WRITE_PROP, EVERYONE, GENERIC_ALL,
+    GENERIC_READ, GENERIC_WRITE, INHERIT_ONLY, PRE_WINDOWS_2000, READ_CONTROL, RightGuids, SELF,
+    ScopedUser, SecurityDescriptor,
 };
 use crate::facts::{DirectoryFacts, Facts, ProbeFailure, ProbeStep};
 use crate::result::CheckOutcome;
@@ -42,6 +43,8 @@ pub const ORPHANED_ADMIN_COUNT: &str = "permissions.orphaned_admin_count";
 pub const CANNOT_CHANGE_PASSWORD: &str = "permissions.user_cannot_change_password";
 /// Catalogue id of the `NetUserGetInfo` read access check (PERM-12).
 pub const PRE_WINDOWS_2000_ACCESS: &str = "permissions.pre_windows_compatible_access";
+/// Catalogue id of the SAM read access check (PERM-12, DACLs).
+pub const SAM_READ_ACCESS: &str = "permissions.sam_read_access";
 
 /// How many DNs a summary or a remediation lists before saying "and n more".
 const LISTED: usize = 10;
@@ -53,6 +56,9 @@ pub(crate) enum Right<'a> {
     Extended(&'a str),
     /// Writing the property with this schemaIDGUID.
     WriteProperty(&'a str),
+    /// A right of the access mask that applies to the whole object (list contents, read all
+    /// properties, read permissions), granted by an ACE without an object type.
+    Object(u32),
 }
 
 /// What a DACL decides about a right for a set of trustees.
@@ -70,6 +76,9 @@ fn covers(ace: &Ace, right: Right<'_>) -> bool {
     let (bits, guid) = match right {
         Right::Extended(g) => (DS_CONTROL_ACCESS | GENERIC_ALL, g),
         Right::WriteProperty(g) => (DS_WRITE_PROP | GENERIC_ALL | GENERIC_WRITE, g),
+        Right::Object(bit) => {
+            return ace.mask & (bit | GENERIC_ALL | GENERIC_READ) != 0 && ace.object_type.is_none();
+        }
     };
     ace.mask & bits != 0
         && ace
@@ -620,6 +629,88 @@ pub fn pre_windows_2000_access(facts: &Facts) -> CheckOutcome {
     verdict.into_outcome(def, facts, facts.durations.directory)
 }
 
+/// PERM-12 (2): the DACLs of the domain head, `CN=Builtin` and `CN=Server,CN=System` grant
+/// list contents, read all properties and read permissions to Authenticated Users, Pre-Windows
+/// 2000 Compatible Access or the connector account (with its groups).
+pub fn sam_read_access(facts: &Facts) -> CheckOutcome {
+    let def = def(SAM_READ_ACCESS);
+    let verdict = (|| -> Result<Verdict, Verdict> {
+        let dir = directory(facts)?;
+        let head = part(facts, "the domain head's security descriptor", &dir.ad.domain_head_sd)?;
+        let mut objects = vec![(dir.default_naming_context.as_str(), head)];
+        for (dn, sd) in &dir.ad.sam_sds {
+            objects.push((dn.as_str(), part(facts, dn, sd)?));
+        }
+        let mut who: Vec<&str> = vec![AUTHENTICATED_USERS, PRE_WINDOWS_2000, EVERYONE];
+        let connector = dir.ad.connector.as_ref().ok();
+        if let Some(c) = connector {
+            who = trustees(c);
+            who.push(PRE_WINDOWS_2000);
+        }
+        let rights = [
+            (DS_LIST_CHILDREN, "list contents"),
+            (DS_READ_PROP, "read all properties"),
+            (READ_CONTROL, "read permissions"),
+        ];
+        let mut missing: Vec<String> = Vec::new();
+        let mut evidence_objects = Vec::new();
+        for (dn, sd) in &objects {
+            let mut lacking = Vec::new();
+            let mut granted = serde_json::Map::new();
+            for (bit, name) in rights {
+                match access(sd, &who, Right::Object(bit)) {
+                    Access::Allowed(sid) => {
+                        granted.insert(name.to_owned(), json!({ "allowed_to": sid }));
+                    }
+                    Access::Denied(sid) => {
+                        granted.insert(name.to_owned(), json!({ "denied_to": sid }));
+                        lacking.push(format!("{name} (denied to {sid})"));
+                    }
+                    Access::NotGranted => {
+                        granted.insert(name.to_owned(), Value::Null);
+                        lacking.push(name.to_owned());
+                    }
+                }
+            }
+            if !lacking.is_empty() {
+                missing.push(format!("{dn}: {}", lacking.join(", ")));
+            }
+            evidence_objects.push(json!({ "dn": dn, "rights": granted, "missing": lacking }));
+        }
+        let evidence = json!({
+            "objects": evidence_objects,
+            "trustees": who,
+            "connector": connector.map(connector_evidence),
+        });
+        if missing.is_empty() {
+            return Ok(Verdict {
+                status: Status::Pass,
+                summary: "the domain head, CN=Builtin and CN=Server,CN=System grant the read access NetUserGetInfo needs".to_owned(),
+                evidence,
+                remediation: String::new(),
+            });
+        }
+        let account = connector.map_or("the connector account", account_name);
+        let commands = objects
+            .iter()
+            .filter(|(dn, _)| missing.iter().any(|m| m.starts_with(&format!("{dn}: "))))
+            .map(|(dn, _)| format!("dsacls \"{dn}\" /G \"NT AUTHORITY\\Authenticated Users:LCRPRC\""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok(Verdict {
+            status: Status::Fail,
+            summary: format!(
+                "{account} may not read what NetUserGetInfo needs (SSPR_0029, 33004): {}",
+                listed(&missing)
+            ),
+            evidence,
+            remediation: render(def.remediation, &[("missing", &listed(&missing)), ("commands", &commands), ("account", account)]),
+        })
+    })()
+    .unwrap_or_else(|v| v);
+    verdict.into_outcome(def, facts, facts.durations.directory)
+}
+
 /// 100-ns intervals between 1601-01-01 and 1970-01-01.
 const FILETIME_UNIX_EPOCH: i64 = 116_444_736_000_000_000;
 
@@ -675,6 +766,67 @@ pub(crate) mod tests {
             change(&mut d.ad);
         }
         facts
+    }
+
+    #[test]
+    fn sam_read_access_passes_by_default_and_fails_when_builtin_is_hardened() {
+        let o = sam_read_access(&healthy());
+        assert_eq!(o.status, Status::Pass, "{}", o.summary);
+        assert_eq!(o.evidence["objects"].as_array().map(Vec::len), Some(3));
+
+        // Hardened: CN=Builtin grants Authenticated Users only list contents.
+        let builtin = "CN=Builtin,DC=contoso,DC=com";
+        let o = sam_read_access(&with_ad(|ad| {
+            if let Ok(sd) = &mut ad.sam_sds[0].1 {
+                sd.dacl[0].mask = DS_LIST_CHILDREN;
+            }
+        }));
+        assert_eq!(o.status, Status::Fail, "{}", o.summary);
+        assert!(
+            o.summary
+                .contains(&format!("{builtin}: read all properties, read permissions"))
+                && o.summary.contains("MSOL_abc123"),
+            "{}",
+            o.summary
+        );
+        assert!(!o.summary.contains("CN=Server"), "{}", o.summary);
+        assert_rendered(
+            &o.remediation,
+            &[&format!(
+                "dsacls \"{builtin}\" /G \"NT AUTHORITY\\Authenticated Users:LCRPRC\""
+            )],
+        );
+
+        // A grant to Pre-Windows 2000 Compatible Access or GENERIC_READ counts; a deny wins.
+        let o = sam_read_access(&with_ad(|ad| {
+            if let Ok(sd) = &mut ad.sam_sds[1].1 {
+                sd.dacl[0].sid = PRE_WINDOWS_2000.to_owned();
+                sd.dacl[0].mask = GENERIC_READ;
+            }
+        }));
+        assert_eq!(o.status, Status::Pass, "{}", o.summary);
+        let o = sam_read_access(&with_ad(|ad| {
+            if let Ok(sd) = &mut ad.sam_sds[1].1 {
+                let mut deny = sd.dacl[0].clone();
+                deny.kind = AceKind::Deny;
+                deny.mask = READ_CONTROL;
+                sd.dacl.insert(0, deny);
+            }
+        }));
+        assert_eq!(o.status, Status::Fail, "{}", o.summary);
+        assert!(o.summary.contains("denied to S-1-5-11"), "{}", o.summary);
+    }
+
+    #[test]
+    fn an_unreadable_sam_descriptor_is_an_error() {
+        let o = sam_read_access(&with_ad(|ad| {
+            ad.sam_sds[1].1 = Err(ProbeFailure::new(
+                ProbeStep::Search,
+                "dc1.contoso.com returned no entry for CN=Server,CN=System,DC=contoso,DC=com: the bind account may lack read access",
+            ));
+        }));
+        assert_eq!(o.status, Status::Error, "{}", o.summary);
+        assert!(o.summary.contains("CN=Server,CN=System"), "{}", o.summary);
     }
 
     const ALL: &[fn(&Facts) -> CheckOutcome] = &[

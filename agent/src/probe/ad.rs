@@ -14,8 +14,9 @@ use ldap3::controls::RawControl;
 use ldap3::{Ldap, Scope, SearchEntry, SearchOptions, ldap_escape};
 
 use crate::ad::{
-    AdFacts, ConnectorAccount, DomainController, OrganizationalUnit, PasswordSettings, RightGuids,
-    RootDse, ScopedUser, SecurityDescriptor, UserGroups, UserSample, guid_to_string, sid_to_string,
+    AdFacts, ConnectorAccount, DomainController, OrganizationalUnit, PasswordRules,
+    PasswordSettings, RightGuids, RootDse, ScopedUser, SecurityDescriptor, UserGroups, UserSample,
+    guid_to_string, sid_to_string,
 };
 use crate::config::LdapSettings;
 use crate::facts::{ProbeFailure, ProbeStep};
@@ -247,6 +248,25 @@ pub(super) async fn read(
     let ous = read_ous(&mut r, &scope_dns).await;
     let users = read_users(&mut r, &scope_dns, settings.max_users).await;
     let psos = read_psos(&mut r, naming_context).await;
+    let domain_password_rules = read_password_rules(&mut r, naming_context).await;
+    let mut sam_sds = Vec::new();
+    for dn in [
+        format!("CN=Builtin,{naming_context}"),
+        format!("CN=Server,CN=System,{naming_context}"),
+    ] {
+        let sd = r
+            .base(&dn, &["nTSecurityDescriptor"], true)
+            .await
+            .and_then(|entry| {
+                sd_of(&entry).map_err(|e| {
+                    ProbeFailure::new(
+                        ProbeStep::Search,
+                        format!("security descriptor of {dn}: {e}"),
+                    )
+                })
+            });
+        sam_sds.push((dn, sd));
+    }
     let pre_windows_2000_members = r
         .base(
             &format!("CN=Pre-Windows 2000 Compatible Access,CN=Builtin,{naming_context}"),
@@ -270,6 +290,8 @@ pub(super) async fn read(
         ous,
         users,
         psos,
+        domain_password_rules,
+        sam_sds,
         pre_windows_2000_members,
     }
 }
@@ -561,6 +583,9 @@ async fn read_psos(r: &mut Reader<'_>, nc: &str) -> Result<Vec<PasswordSettings>
                 "msDS-MinimumPasswordAge",
                 "msDS-PasswordSettingsPrecedence",
                 "msDS-PSOAppliesTo",
+                "msDS-PasswordHistoryLength",
+                "msDS-MinimumPasswordLength",
+                "msDS-PasswordComplexityEnabled",
             ],
             false,
             None,
@@ -587,8 +612,41 @@ async fn read_psos(r: &mut Reader<'_>, nc: &str) -> Result<Vec<PasswordSettings>
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
+            rules: PasswordRules {
+                history_length: number(e, "msDS-PasswordHistoryLength").unwrap_or(0),
+                min_length: number(e, "msDS-MinimumPasswordLength").unwrap_or(0),
+                complexity: text(e, "msDS-PasswordComplexityEnabled")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
+            },
         })
         .collect())
+}
+
+/// The domain head's `pwdHistoryLength`, `minPwdLength` and `pwdProperties`.
+async fn read_password_rules(r: &mut Reader<'_>, nc: &str) -> Result<PasswordRules, ProbeFailure> {
+    let entry = r
+        .base(
+            nc,
+            &["pwdHistoryLength", "minPwdLength", "pwdProperties"],
+            false,
+        )
+        .await?;
+    let value = |name: &str| {
+        number::<u32>(&entry, name).ok_or_else(|| {
+            ProbeFailure::new(
+                ProbeStep::Search,
+                format!(
+                    "{} returned no {name} for {nc}: the bind account may lack read access",
+                    r.host
+                ),
+            )
+        })
+    };
+    Ok(PasswordRules {
+        history_length: value("pwdHistoryLength")?,
+        min_length: value("minPwdLength")?,
+        complexity: value("pwdProperties")? & 1 != 0,
+    })
 }
 
 #[cfg(test)]

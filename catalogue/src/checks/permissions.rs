@@ -174,4 +174,20 @@ End to end (Samba): `samba-tool dsacl set` adding (OD;;CR;ab721a53-…;;WD) on a
 (or net localgroup \"Pre-Windows 2000 Compatible Access\" \"NT AUTHORITY\\Authenticated Users\" /add on a DC of {domain}).",
         verified_by: "Unit tests permissions::tests::unexpire_missing_protected_users_and_pre2000_are_reported. End to end (Samba): Samba's default membership passes.",
     },
+    CheckDef {
+        id: "permissions.sam_read_access",
+        refs: &["PERM-12"],
+        title: "Domain head, Builtin and samServer grant read access",
+        description: "The DACLs of the domain head, CN=Builtin and CN=Server,CN=System (samServer) grant list contents, read all properties and read permissions \
+to Authenticated Users, Pre-Windows 2000 Compatible Access or the connector account and its groups, the read access NetUserGetInfo needs (SSPR_0029, 33004).",
+        category: Category::Permissions,
+        runs_on: RunsOn::Agent,
+        severity: Severity::Blocker,
+        data_source: DataSource::Ldap,
+        docs_url: TROUBLESHOOT_WRITEBACK,
+        remediation: "Restore the default read access that {account} needs ({missing}). As a Domain Admin:\n{commands}\n\
+Or point Connect at domain controllers that are not hardened this way, or move it off the DC.",
+        verified_by: "Unit tests permissions::tests::sam_read_access_passes_by_default_and_fails_when_builtin_is_hardened. End to end (Samba): the default DACLs pass; \
+removing the Authenticated Users and Pre-Windows 2000 read ACEs from CN=Builtin makes it fail naming CN=Builtin.",
+    },
 ];

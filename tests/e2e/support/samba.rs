@@ -172,6 +172,11 @@ impl SambaDc {
         Ok(dc)
     }
 
+    /// The process id of the main `samba` process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The loopback address the DC listens on, `127.0.0.N`.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip

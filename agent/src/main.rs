@@ -58,7 +58,7 @@ enum Command {
         /// --check topology.pdc_emulator. Default: every check.
         #[arg(long = "check", value_name = "ID|CATEGORY")]
         checks: Vec<String>,
-        /// Report only the host checks (server.*) and skip the directory probe: with
+        /// Report only the host checks (server.*) and skip the directory and network probes: with
         /// --snapshot on another machine, the network and directory checks would judge that
         /// machine, not the sync server.
         #[arg(long)]

@@ -62,7 +62,10 @@ impl Selection {
 /// Runs the checks once.
 pub async fn run_once(settings: &Settings, host_name: &str, selection: &Selection) -> Run {
     let started_at = OffsetDateTime::now_utc();
-    let facts = probe::gather(settings, host_name).await;
+    let network = wbhealth_catalogue::CATALOGUE
+        .iter()
+        .any(|c| c.category == wbhealth_catalogue::Category::Network && selection.includes(c.id));
+    let facts = probe::gather(settings, host_name, network).await;
     let outcomes = checks::evaluate(&facts, &|id| selection.includes(id));
     Run {
         id: Uuid::now_v7(),

@@ -20,16 +20,22 @@ use time::OffsetDateTime;
 pub use network::Resolver;
 
 use crate::config::Settings;
-use crate::facts::{Facts, ProbeDurations};
+use crate::facts::{Facts, NetworkFacts, ProbeDurations};
 
-/// Runs the network and directory probes concurrently and returns what they observed.
+/// Runs the network, directory and host probes concurrently and returns what they observed.
 ///
-/// `host_name` is the sync server's name, used by the remediation texts. Both probes share
-/// one [`Resolver`] built from `settings.network` (its name servers and time-out).
-pub async fn gather(settings: &Settings, host_name: &str) -> Facts {
+/// `host_name` is the sync server's name, used by the remediation texts. The network and
+/// directory probes share one [`Resolver`] built from `settings.network` (its name servers
+/// and time-out). With `network` false no network check will be judged, so the network probe
+/// (and the DC port probe) is skipped rather than run for nothing.
+pub async fn gather(settings: &Settings, host_name: &str, network: bool) -> Facts {
+    let probe_network = network;
     let observed_at = OffsetDateTime::now_utc();
     let resolver = Resolver::new(&settings.network.dns_servers, settings.network.timeout);
     let network = async {
+        if !probe_network {
+            return (NetworkFacts::default(), std::time::Duration::ZERO);
+        }
         let started = Instant::now();
         // Ctrl-C ends the opt-in idle-hold probe early; nothing else waits on it.
         let cancel = async {
@@ -50,13 +56,17 @@ pub async fn gather(settings: &Settings, host_name: &str) -> Facts {
             .ok()
             .and_then(|d| d.pdc.as_ref().ok())
             .map(|p| p.dns_host_name.as_str());
-        let dc_ports = network::probe_dc_ports(
-            &settings.network,
-            settings.ldap.as_ref().map(|l| l.host.as_str()),
-            pdc,
-            &resolver,
-        )
-        .await;
+        let dc_ports = if probe_network {
+            network::probe_dc_ports(
+                &settings.network,
+                settings.ldap.as_ref().map(|l| l.host.as_str()),
+                pdc,
+                &resolver,
+            )
+            .await
+        } else {
+            Vec::new()
+        };
         (facts, duration, dc_ports)
     };
     let host = async {

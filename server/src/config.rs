@@ -4,9 +4,12 @@
 //! before any port is bound; a bad value becomes one line naming the setting and the fix.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine;
 use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Password-writeback health for the fleets that MSPs run.
 #[derive(Debug, Clone, Parser)]
@@ -31,6 +34,17 @@ pub struct Config {
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "WBH_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// File holding the server's secret key (32 random bytes), which seals Graph secrets and
+    /// signs sessions. Created with mode 0600 on first start when missing; every replica must
+    /// use the same key, and losing it means entering the Graph secrets again.
+    #[arg(long, env = "WBH_SECRET_KEY_FILE", default_value = "wbhealth.key")]
+    pub secret_key_file: PathBuf,
+
+    /// The secret key itself, base64 (standard alphabet) of 32 bytes; takes precedence over
+    /// `--secret-key-file`. For deployments that inject secrets through the environment.
+    #[arg(long = "secret-key", env = "WBH_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<SecretString>,
 }
 
 /// How logs are written.
@@ -114,7 +128,30 @@ impl Config {
                 ),
             });
         }
+        if let Some(key) = &self.secret_key {
+            self.secret_key_bytes(key)?;
+        }
         Ok(())
+    }
+
+    fn secret_key_bytes(&self, key: &SecretString) -> Result<[u8; 32], ConfigError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(key.expose_secret().trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or(ConfigError {
+                setting: "--secret-key / WBH_SECRET_KEY",
+                problem:
+                    "is not base64 of exactly 32 bytes; make one with `openssl rand -base64 32`"
+                        .into(),
+            })
+    }
+
+    /// The secret key given inline, if any (already validated).
+    pub fn inline_secret_key(&self) -> Option<[u8; 32]> {
+        self.secret_key
+            .as_ref()
+            .and_then(|key| self.secret_key_bytes(key).ok())
     }
 
     /// The interval pushed to agents.
@@ -130,6 +167,11 @@ impl Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             agent_interval_seconds: 300,
             log_format: LogFormat::Text,
+            secret_key_file: PathBuf::from("wbhealth.key"),
+            secret_key: Some(SecretString::from(
+                base64::engine::general_purpose::STANDARD
+                    .encode(crate::domain::MasterKey::generate()),
+            )),
         }
     }
 }

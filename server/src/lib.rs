@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::{NewApiKey, Role, secrets};
+use crate::domain::{MasterKey, NewApiKey, Role, secrets};
 use crate::sessions::Sessions;
 use crate::storage::Store;
 
@@ -37,6 +37,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Failed authentications per client IP, for rate limiting.
     pub failed_auth: Arc<api::auth::FailedAuth>,
+    /// The server's secret key: seals stored secrets, signs sessions.
+    pub master_key: Arc<MasterKey>,
 }
 
 /// A server whose listeners are bound, ready to [`run`](Server::run).
@@ -72,12 +74,14 @@ impl Server {
                 redact_url(&config.database_url)
             )
         })?;
+        let master_key = load_master_key(&config)?;
         let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
         let state = AppState {
             store,
             sessions: Sessions::default(),
             config: Arc::new(config),
             failed_auth: Arc::default(),
+            master_key: Arc::new(master_key),
         };
         Ok(Server {
             state,
@@ -154,6 +158,54 @@ impl Server {
         cancel.cancel();
         result.map(|_| ())
     }
+}
+
+/// The secret key from the configuration: inline, or read from its file, which is created
+/// (readable by the owner only) when it does not exist yet.
+fn load_master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    if let Some(bytes) = config.inline_secret_key() {
+        return Ok(MasterKey::from_bytes(bytes));
+    }
+    let path = &config.secret_key_file;
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = <[u8; MasterKey::LEN]>::try_from(bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "--secret-key-file / WBH_SECRET_KEY_FILE: {} does not hold exactly {} bytes; restore the original key file (a new one cannot open secrets sealed with the old)",
+                    path.display(),
+                    MasterKey::LEN
+                )
+            })?;
+            Ok(MasterKey::from_bytes(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = MasterKey::generate();
+            write_new_key_file(path, &bytes).with_context(|| {
+                format!(
+                    "--secret-key-file / WBH_SECRET_KEY_FILE: cannot create {}",
+                    path.display()
+                )
+            })?;
+            tracing::warn!(path = %path.display(), "created a new secret key file; back it up and give every replica the same key");
+            Ok(MasterKey::from_bytes(bytes))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "--secret-key-file / WBH_SECRET_KEY_FILE: cannot read {}",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes a key file that only its owner can read, refusing to replace an existing file.
+fn write_new_key_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Creates the first administrator key when no key exists yet, and returns it.

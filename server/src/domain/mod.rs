@@ -18,3 +18,4 @@ pub use model::{
     TokenRejection, User,
 };
 pub use scope::TenantScope;
+pub use secrets::MasterKey;

@@ -20,6 +20,8 @@ pub struct TestServer {
     http: SocketAddr,
     grpc: SocketAddr,
     database_url: String,
+    /// The configuration it started with; a restart keeps it (and so its secret key).
+    config: Config,
     key: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -47,15 +49,15 @@ impl TestServer {
         tweak(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
-        let server = Server::with_listeners(config, http, grpc).await?;
+        let server = Server::with_listeners(config.clone(), http, grpc).await?;
         let key = server
             .initial_admin_key()
             .context("an empty database yields an admin key")?
             .to_owned();
-        Ok(Self::spawn(server, database_url, key))
+        Ok(Self::spawn(server, database_url, config, key))
     }
 
-    fn spawn(server: Server, database_url: &str, key: String) -> TestServer {
+    fn spawn(server: Server, database_url: &str, config: Config, key: String) -> TestServer {
         let (http, grpc) = (server.http_addr(), server.grpc_addr());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
@@ -65,6 +67,7 @@ impl TestServer {
             http,
             grpc,
             database_url: database_url.to_owned(),
+            config,
             key,
             stop: Some(stop),
             task: Some(task),
@@ -94,14 +97,14 @@ impl TestServer {
         let config = Config {
             http_addr: self.http,
             grpc_addr: self.grpc,
-            ..Config::for_tests(self.database_url.clone())
+            ..self.config.clone()
         };
-        let server = Server::build(config).await?;
+        let server = Server::build(config.clone()).await?;
         assert!(
             server.initial_admin_key().is_none(),
             "a restart must not create another admin key"
         );
-        let restarted = Self::spawn(server, &self.database_url, self.key.clone());
+        let restarted = Self::spawn(server, &self.database_url, config, self.key.clone());
         *self = restarted;
         Ok(())
     }

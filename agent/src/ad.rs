@@ -277,6 +277,107 @@ impl DomainController {
     }
 }
 
+/// One attribute's replication metadata, from an object's `replPropertyMetaData`: which
+/// version of the attribute a DC holds and when that version was made (on whichever DC).
+/// Identical on every DC once a change has replicated; `local_usn` is left out because it
+/// differs between DCs by design.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttributeMetadata {
+    /// The attribute id (`attid`), such as `0x20119` for `nTSecurityDescriptor`.
+    pub attid: u32,
+    /// The attribute's version, raised by one on every originating write.
+    pub version: u32,
+    /// When the write that made this version happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub changed_at: time::OffsetDateTime,
+}
+
+/// Well-known attribute ids (prefix-mapped `attid`s are the same on every DC of a forest for
+/// these base-schema attributes), for messages.
+pub fn attribute_name(attid: u32) -> Option<&'static str> {
+    Some(match attid {
+        // 1.2.840.113556.1.2.281: prefix 1.2.840.113556.1.2 is 0x0002, 281 = 0x119.
+        0x0002_0119 => "nTSecurityDescriptor",
+        // Prefix 1.2.840.113556.1.4 is 0x0009.
+        0x0009_004a => "maxPwdAge",
+        0x0009_004e => "minPwdAge",
+        0x0009_004f => "minPwdLength",
+        0x0009_005d => "pwdProperties",
+        0x0009_005f => "pwdHistoryLength",
+        0x0009_0049 => "lockoutThreshold",
+        0x0009_0171 => "fSMORoleOwner",
+        0x0009_037b => "gPLink",
+        _ => return None,
+    })
+}
+
+/// Parses a `replPropertyMetaData` value (`replPropertyMetaDataBlob`, version 1, [MS-DRSR]
+/// 5.161): a 16-byte header (version, reserved, count, reserved) and 48 bytes per attribute
+/// (attid, version, originating time as NTTIME, originating invocation id, originating USN,
+/// local USN).
+pub fn parse_replication_metadata(b: &[u8]) -> Result<Vec<AttributeMetadata>, String> {
+    const HEADER: usize = 16;
+    const ENTRY: usize = 48;
+    let version = u32_at(b, 0).ok_or("replPropertyMetaData is shorter than its header")?;
+    if version != 1 {
+        return Err(format!("replPropertyMetaData version {version} is not 1"));
+    }
+    let count = u32_at(b, 8).ok_or("replPropertyMetaData is shorter than its header")? as usize;
+    if b.len() < HEADER + count.saturating_mul(ENTRY) {
+        return Err(format!(
+            "replPropertyMetaData announces {count} attributes in {} bytes",
+            b.len()
+        ));
+    }
+    (0..count)
+        .map(|i| {
+            let at = HEADER + i * ENTRY;
+            let field = |offset: usize| u32_at(b, at + offset).ok_or("truncated entry");
+            let nttime = u64::from(field(8)?) | u64::from(field(12)?) << 32;
+            Ok(AttributeMetadata {
+                attid: field(0)?,
+                version: field(4)?,
+                changed_at: nttime_to_datetime(nttime)
+                    .ok_or_else(|| format!("originating time {nttime} is out of range"))?,
+            })
+        })
+        .collect()
+}
+
+/// NTTIME (100-ns intervals since 1601-01-01 UTC) as a date and time.
+fn nttime_to_datetime(nttime: u64) -> Option<time::OffsetDateTime> {
+    const UNIX_EPOCH_AS_NTTIME: i128 = 116_444_736_000_000_000;
+    let nanos = (i128::from(nttime) - UNIX_EPOCH_AS_NTTIME).checked_mul(100)?;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
+/// What one domain controller says about the domain, read over its own connection: the
+/// facts that must agree on every DC (AD-03, AD-05, PERM-10).
+#[derive(Debug, Clone, Serialize)]
+pub struct DcView {
+    /// The DC's `dNSHostName`.
+    pub name: String,
+    /// Whether it is the DC the rest of the probe used.
+    pub contacted: bool,
+    /// Whether it is a read-only DC.
+    pub read_only: bool,
+    /// What it returned, or why it could not be read.
+    pub reading: Result<DcReading, ProbeFailure>,
+}
+
+/// The reads of one DC.
+#[derive(Debug, Clone, Serialize)]
+pub struct DcReading {
+    /// The address connected to.
+    pub address: std::net::SocketAddr,
+    /// Its rootDSE's `supportedControl` OIDs.
+    pub supported_controls: Vec<String>,
+    /// The DACL of the domain head as this DC holds it.
+    pub head_sd: Result<SecurityDescriptor, ProbeFailure>,
+    /// The domain head's replication metadata as this DC holds it.
+    pub head_metadata: Result<Vec<AttributeMetadata>, ProbeFailure>,
+}
+
 /// The rootDSE of the DC the probe contacted, beyond what the basic probe reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RootDse {
@@ -399,6 +500,11 @@ pub struct AdFacts {
     pub sam_sds: Vec<(String, Result<SecurityDescriptor, ProbeFailure>)>,
     /// The `member` DNs of `CN=Pre-Windows 2000 Compatible Access,CN=Builtin,<domain>`.
     pub pre_windows_2000_members: Result<Vec<String>, ProbeFailure>,
+    /// Each DC's own view of what must agree on every DC (at most 20 DCs); empty when the DCs
+    /// could not be listed.
+    pub dcs: Vec<DcView>,
+    /// How long a change may take to reach every DC (`ldap.replication_grace_minutes`).
+    pub replication_grace: std::time::Duration,
 }
 
 #[cfg(test)]

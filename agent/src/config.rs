@@ -117,7 +117,14 @@ pub struct LdapSettings {
     pub scope_dns: Vec<String>,
     /// How many users in scope the probe reads at most.
     pub max_users: usize,
+    /// How long a change may take to reach every DC before a DC that lacks it counts as
+    /// behind (AD-05). Replication within a site takes seconds; between sites the default
+    /// schedule is every 180 minutes, so sites replicating on a schedule may want more.
+    pub replication_grace: Duration,
 }
+
+/// The default of `ldap.replication_grace_minutes`.
+pub const DEFAULT_REPLICATION_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// A `host:port` to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +237,7 @@ struct FileLdap {
     connector_account: Option<String>,
     scope_dns: Option<Vec<String>>,
     max_users: Option<usize>,
+    replication_grace_minutes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -550,6 +558,18 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
                     }
                     Some(n) => n,
                     None => DEFAULT_MAX_USERS,
+                },
+                replication_grace: match file_ldap.replication_grace_minutes {
+                    None => DEFAULT_REPLICATION_GRACE,
+                    Some(minutes) if minutes <= 7 * 24 * 60 => Duration::from_secs(minutes * 60),
+                    Some(minutes) => {
+                        return Err(ConfigError::new(
+                            "ldap.replication_grace_minutes",
+                            format!(
+                                "{minutes} is out of range; use 0 to 10080 minutes (15 by default)"
+                            ),
+                        ));
+                    }
                 },
             })
         }

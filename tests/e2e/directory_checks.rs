@@ -34,6 +34,8 @@ const DIRECTORY_CHECKS: &[&str] = &[
     "permissions.sam_read_access",
     "topology.read_only_dc",
     "topology.policy_hints_control",
+    "topology.replication",
+    "permissions.rights_on_every_dc",
     "topology.functional_level",
     "topology.ou_reserved_characters",
     "policy.fine_grained_min_age",
@@ -129,6 +131,10 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
                 "fail",
                 &[&dc.fqdn(), "1.2.840.113556.1.4.2066"],
             ),
+            // One DC: nothing to compare (the two-DC test below compares two).
+            "topology.replication" | "permissions.rights_on_every_dc" => {
+                assert_status(&healthy, id, "not_applicable", &["one domain controller"]);
+            }
             _ => assert_status(&healthy, id, "pass", &[]),
         }
     }
@@ -355,6 +361,116 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
         "permissions.connector_account",
         "fail",
         &[CONNECTOR, "disabled"],
+    );
+    Ok(())
+}
+
+/// AD-03, AD-05 and PERM-10 read every DC over its own connection: a second Samba DC joined to
+/// the domain is compared with the first, in step and then with its inbound replication
+/// stopped while the connector's rights change on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dc_of_a_two_dc_domain_is_compared() -> anyhow::Result<()> {
+    let Some(lab) = Lab::start().await? else {
+        return Ok(());
+    };
+    let dc1 = &lab.dc;
+    let base = dc1.base_dn();
+    dc1.add_user(CONNECTOR, PASSWORD).await?;
+    let sid = dc1.account_sid(CONNECTOR).await?;
+    dc1.dsacl_add(
+        &base,
+        &format!(
+            "(OA;CI;CR;{RESET};{USER_CLASS};{sid})(OA;CI;WP;{LOCKOUT_TIME};{USER_CLASS};{sid})\
+             (OA;CI;WP;{PWD_LAST_SET};{USER_CLASS};{sid})(OA;CI;CR;{UNEXPIRE};;{sid})"
+        ),
+    )
+    .await?;
+    let dc2 = dc1.join_second_dc().await?;
+    let with_connector = |extra: &str| {
+        lab.healthy_agent_config().replace(
+            "timeout_seconds = 10\n",
+            &format!(
+                "timeout_seconds = 10\nconnector_account = {:?}\n{extra}",
+                format!("{}\\{CONNECTOR}", dc1.netbios())
+            ),
+        )
+    };
+    let home = AgentHome::new(&with_connector(""))?;
+
+    // In step: the same rights everywhere; changes younger than the default 15-minute grace
+    // count as replicating.
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "topology.policy_hints_control",
+        "fail",
+        &["2 DCs", &dc1.fqdn(), &dc2.fqdn()],
+    );
+    assert_status(&results, "topology.replication", "pass", &["2 DCs"]);
+    assert_status(
+        &results,
+        "permissions.rights_on_every_dc",
+        "pass",
+        &["all 2 DCs", CONNECTOR],
+    );
+    let evidence = &result(&results, "permissions.rights_on_every_dc")["evidence"]["rights_by_dc"];
+    // Change password comes from each user's own default DACL, not from the domain head.
+    assert_eq!(
+        evidence[dc2.fqdn()],
+        serde_json::json!([
+            "Reset password",
+            "Unexpire password",
+            "Write lockoutTime",
+            "Write pwdLastSet"
+        ]),
+        "{evidence:#}"
+    );
+
+    // dc2 stops pulling changes; Reset password is removed on dc1 only.
+    dc2.samba_tool(&[
+        "drs",
+        "options",
+        &dc2.ip().to_string(),
+        "--dsa-option=+DISABLE_INBOUND_REPL",
+    ])
+    .await?;
+    dc1.dsacl_remove_containing(&base, RESET).await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.rights_on_every_dc",
+        "warn",
+        &[&format!(
+            "Reset password is granted on {} but not on {}",
+            dc2.fqdn(),
+            dc1.fqdn()
+        )],
+    );
+    // With no grace, the change dc2 lacks makes it a DC that is behind.
+    let strict = AgentHome::new(&with_connector("replication_grace_minutes = 0\n"))?;
+    let results = diagnose(&strict)?;
+    assert_status(
+        &results,
+        "topology.replication",
+        "warn",
+        &[
+            &format!("{} holds nTSecurityDescriptor version", dc2.fqdn()),
+            &format!("(on {})", dc1.fqdn()),
+            "repadmin",
+        ],
+    );
+
+    // A DC that cannot be reached is an error for every check that compares DCs, not a pass.
+    drop(dc2);
+    let results = diagnose(&home)?;
+    for id in ["topology.replication", "permissions.rights_on_every_dc"] {
+        assert_status(&results, id, "error", &["dc2."]);
+    }
+    assert_status(
+        &results,
+        "topology.policy_hints_control",
+        "fail",
+        &[&dc1.fqdn()],
     );
     Ok(())
 }

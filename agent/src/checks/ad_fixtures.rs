@@ -147,6 +147,41 @@ fn user(name: &str) -> ScopedUser {
     }
 }
 
+/// The domain head's replication metadata: two attributes, as every DC holds them.
+pub fn head_metadata() -> Vec<AttributeMetadata> {
+    let at = |unix: i64| time::OffsetDateTime::from_unix_timestamp(unix).expect("a valid time");
+    vec![
+        AttributeMetadata {
+            attid: 0x0002_0119,
+            version: 3,
+            changed_at: at(1_700_000_000),
+        },
+        AttributeMetadata {
+            attid: 0x0009_004e,
+            version: 1,
+            changed_at: at(1_600_000_000),
+        },
+    ]
+}
+
+/// One DC's view of a healthy domain.
+pub fn dc_view(name: &str, address: &str, contacted: bool) -> DcView {
+    DcView {
+        name: name.to_owned(),
+        contacted,
+        read_only: false,
+        reading: Ok(DcReading {
+            address: address.parse().expect("a socket address"),
+            supported_controls: vec![
+                "1.2.840.113556.1.4.801".to_owned(),
+                "1.2.840.113556.1.4.2066".to_owned(),
+            ],
+            head_sd: Ok(head_sd()),
+            head_metadata: Ok(head_metadata()),
+        }),
+    }
+}
+
 /// The AD facts of a healthy domain.
 pub fn healthy() -> AdFacts {
     let dc = |name: &str| DomainController {
@@ -229,5 +264,10 @@ pub fn healthy() -> AdFacts {
         pre_windows_2000_members: Ok(vec![
             "CN=S-1-5-11,CN=ForeignSecurityPrincipals,DC=contoso,DC=com".to_owned(),
         ]),
+        dcs: vec![
+            dc_view("dc1.contoso.com", "10.0.0.5:636", true),
+            dc_view("dc2.contoso.com", "10.0.0.6:636", false),
+        ],
+        replication_grace: std::time::Duration::from_secs(15 * 60),
     }
 }

@@ -1,5 +1,5 @@
 //! Domain-wide directory checks beyond the PDC and the domain policy: read-only DCs (AD-02),
-//! the LDAP policy-hints control (AD-03), functional levels and DC operating systems (AD-04),
+//! functional levels and DC operating systems (AD-04),
 //! OU names with reserved characters (AD-06) and fine-grained password policies (USR-01).
 
 use serde_json::json;
@@ -12,17 +12,12 @@ use crate::result::CheckOutcome;
 
 /// Catalogue id of the read-only DC check (AD-02).
 pub const READ_ONLY_DC: &str = "topology.read_only_dc";
-/// Catalogue id of the policy-hints control check (AD-03).
-pub const POLICY_HINTS_CONTROL: &str = "topology.policy_hints_control";
 /// Catalogue id of the functional level check (AD-04).
 pub const FUNCTIONAL_LEVEL: &str = "topology.functional_level";
 /// Catalogue id of the reserved-character OU check (AD-06).
 pub const OU_RESERVED_CHARACTERS: &str = "topology.ou_reserved_characters";
 /// Catalogue id of the fine-grained password policy check (USR-01).
 pub const FINE_GRAINED_MIN_AGE: &str = "policy.fine_grained_min_age";
-
-/// `LDAP_SERVER_POLICY_HINTS_OID`.
-pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2066";
 
 /// AD-02: the DC the agent uses is writable, and which DCs are read-only.
 pub fn read_only_dc(facts: &Facts) -> CheckOutcome {
@@ -44,33 +39,6 @@ pub fn read_only_dc(facts: &Facts) -> CheckOutcome {
             return Err(Verdict { status: Status::Error, summary: format!("no domain controller object found in {}: the bind account may lack read access", dir.default_naming_context), evidence, remediation: String::new() });
         } else {
             Verdict { status: Status::Pass, summary: format!("all {} of {} are writable", plural(dcs.len(), "DC", "DCs"), dir.domain_dns_name), evidence, remediation: String::new() }
-        })
-    })()
-    .unwrap_or_else(|v| v);
-    verdict.into_outcome(def, facts, facts.durations.directory)
-}
-
-/// AD-03: the contacted DC advertises `LDAP_SERVER_POLICY_HINTS_OID`.
-pub fn policy_hints_control(facts: &Facts) -> CheckOutcome {
-    let def = def(POLICY_HINTS_CONTROL);
-    let verdict = (|| -> Result<Verdict, Verdict> {
-        let dir = directory(facts)?;
-        let root = &dir.ad.root_dse;
-        let dc = dir.dc_dns_host_name.as_deref().unwrap_or(&dir.dc.host);
-        let evidence = json!({ "dc": dc, "supported_controls": root.supported_controls, "required": POLICY_HINTS_OID });
-        if root.supported_controls.is_empty() {
-            return Err(Verdict { status: Status::Error, summary: format!("could not read supportedControl from the rootDSE of {dc}"), evidence, remediation: String::new() });
-        }
-        Ok(if root.supported_controls.iter().any(|c| c == POLICY_HINTS_OID) {
-            Verdict { status: Status::Pass, summary: format!("{dc} advertises the LDAP password policy hints control"), evidence, remediation: String::new() }
-        } else {
-            let os = dir.ad.domain_controllers.as_ref().ok().and_then(|dcs| dcs.iter().find(|d| d.name.eq_ignore_ascii_case(dc))).and_then(|d| d.operating_system.clone()).unwrap_or_else(|| "unknown".to_owned());
-            Verdict {
-                status: Status::Fail,
-                summary: format!("{dc} (operating system: {os}) does not advertise the LDAP password policy hints control {POLICY_HINTS_OID}: writeback fails with \"The server doesn't contain the LDAP password policy control\""),
-                evidence,
-                remediation: render(def.remediation, &[("dc", dc), ("os", &os)]),
-            }
         })
     })()
     .unwrap_or_else(|v| v);
@@ -355,7 +323,6 @@ mod tests {
 
     const ALL: &[fn(&Facts) -> CheckOutcome] = &[
         read_only_dc,
-        policy_hints_control,
         functional_level,
         ou_reserved_characters,
         fine_grained_min_age,
@@ -385,25 +352,6 @@ mod tests {
             }
         });
         assert_eq!(read_only_dc(&facts).status, Status::Fail);
-    }
-
-    #[test]
-    fn a_dc_without_policy_hints_fails_naming_it() {
-        let facts = with_ad(|ad| {
-            ad.root_dse
-                .supported_controls
-                .retain(|c| c != POLICY_HINTS_OID)
-        });
-        let o = policy_hints_control(&facts);
-        assert_eq!(o.status, Status::Fail);
-        assert!(
-            o.summary.contains("dc1.contoso.com") && o.summary.contains("Windows Server 2019"),
-            "{}",
-            o.summary
-        );
-        assert_rendered(&o.remediation, &["dc1.contoso.com"]);
-        let facts = with_ad(|ad| ad.root_dse.supported_controls.clear());
-        assert_eq!(policy_hints_control(&facts).status, Status::Error);
     }
 
     #[test]

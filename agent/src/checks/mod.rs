@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub(crate) mod ad_fixtures;
 pub mod cloudsync;
+pub mod dcs;
 pub mod directory;
 pub mod events;
 pub mod network;
@@ -53,10 +54,9 @@ pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
         policy::password_never_expires,
     ),
     (directory::READ_ONLY_DC, directory::read_only_dc),
-    (
-        directory::POLICY_HINTS_CONTROL,
-        directory::policy_hints_control,
-    ),
+    (dcs::POLICY_HINTS_CONTROL, dcs::policy_hints_control),
+    (dcs::REPLICATION, dcs::replication),
+    (dcs::RIGHTS_ON_EVERY_DC, dcs::rights_on_every_dc),
     (directory::FUNCTIONAL_LEVEL, directory::functional_level),
     (
         directory::OU_RESERVED_CHARACTERS,

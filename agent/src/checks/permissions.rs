@@ -127,7 +127,7 @@ pub(crate) fn inherited_by_users(sd: &SecurityDescriptor, user_class: &str) -> S
 }
 
 /// The connector's trustees: itself, its groups, Everyone and Authenticated Users.
-fn trustees(connector: &ConnectorAccount) -> Vec<&str> {
+pub(super) fn trustees(connector: &ConnectorAccount) -> Vec<&str> {
     let mut t: Vec<&str> = vec![connector.sid.as_str(), EVERYONE, AUTHENTICATED_USERS];
     t.extend(connector.token_groups.iter().map(String::as_str));
     t

@@ -14,9 +14,9 @@ use ldap3::controls::RawControl;
 use ldap3::{Ldap, Scope, SearchEntry, SearchOptions, ldap_escape};
 
 use crate::ad::{
-    AdFacts, ConnectorAccount, DomainController, OrganizationalUnit, PasswordRules,
+    AdFacts, ConnectorAccount, DcReading, DomainController, OrganizationalUnit, PasswordRules,
     PasswordSettings, RightGuids, RootDse, ScopedUser, SecurityDescriptor, UserGroups, UserSample,
-    guid_to_string, sid_to_string,
+    guid_to_string, parse_replication_metadata, sid_to_string,
 };
 use crate::config::LdapSettings;
 use crate::facts::{ProbeFailure, ProbeStep};
@@ -293,7 +293,65 @@ pub(super) async fn read(
         domain_password_rules,
         sam_sds,
         pre_windows_2000_members,
+        // Filled by the directory probe, which opens a connection to each DC.
+        dcs: Vec::new(),
+        replication_grace: settings.replication_grace,
     }
+}
+
+/// Reads, over a connection bound to the DC `host`, what must agree on every DC: the rootDSE's
+/// `supportedControl`, and the domain head's DACL and replication metadata.
+pub(super) async fn read_dc(
+    ldap: &mut Ldap,
+    host: &str,
+    timeout: Duration,
+    naming_context: &str,
+    address: std::net::SocketAddr,
+) -> Result<DcReading, ProbeFailure> {
+    let mut r = Reader {
+        ldap,
+        timeout,
+        host,
+    };
+    let root = r.base("", &["supportedControl"], false).await?;
+    let head_sd = r
+        .base(naming_context, &["nTSecurityDescriptor"], true)
+        .await
+        .and_then(|entry| {
+            sd_of(&entry).map_err(|e| {
+                ProbeFailure::new(
+                    ProbeStep::Search,
+                    format!("security descriptor of {naming_context} on {host}: {e}"),
+                )
+            })
+        });
+    let head_metadata = r
+        .base(naming_context, &["replPropertyMetaData"], false)
+        .await
+        .and_then(|entry| {
+            let values = bytes(&entry, "replPropertyMetaData");
+            let raw = values.first().ok_or_else(|| {
+                ProbeFailure::new(
+                    ProbeStep::Search,
+                    format!("{host} returned no replPropertyMetaData for {naming_context}: the bind account may lack read access"),
+                )
+            })?;
+            parse_replication_metadata(raw).map_err(|e| {
+                ProbeFailure::new(
+                    ProbeStep::Search,
+                    format!("replPropertyMetaData of {naming_context} on {host}: {e}"),
+                )
+            })
+        });
+    Ok(DcReading {
+        address,
+        supported_controls: texts(&root, "supportedControl")
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        head_sd,
+        head_metadata,
+    })
 }
 
 async fn read_guids(

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::network::Resolver;
 use super::tls::{self, RecordingVerifier, TlsFailureKind, TrustStore};
+use crate::ad::{DcView, DomainController};
 use crate::config::{LdapSecurity, LdapSettings};
 use crate::facts::{
     DirectoryFacts, DnsLookup, LdapEndpoint, PdcFacts, PdcReach, ProbeFailure, ProbeStep,
@@ -298,7 +299,18 @@ async fn read_directory(
             )
         })
     });
-    let ad = super::ad::read(ldap, settings, &naming_context, connector).await;
+    let mut ad = super::ad::read(ldap, settings, &naming_context, connector).await;
+    ad.dcs = read_dc_views(
+        ldap,
+        settings,
+        address,
+        dc_dns_host_name.as_deref(),
+        &naming_context,
+        &ad.domain_controllers,
+        resolver,
+        trust,
+    )
+    .await;
     let pdc = match role_owner {
         Err(e) => Err(e),
         Ok(role_owner_dn) => {
@@ -398,6 +410,72 @@ async fn find_pdc(
         dns_host_name,
         reach,
     })
+}
+
+/// At most this many DCs are read for the checks that compare DCs.
+const MAX_DC_VIEWS: usize = 20;
+
+/// Reads every DC's own view (AD-03, AD-05, PERM-10): the contacted DC over the open
+/// connection, the others each over a new connection to its `dNSHostName`, all at once.
+#[allow(clippy::too_many_arguments)]
+async fn read_dc_views(
+    ldap: &mut Ldap,
+    settings: &LdapSettings,
+    address: SocketAddr,
+    dc_dns_host_name: Option<&str>,
+    naming_context: &str,
+    dcs: &Result<Vec<DomainController>, ProbeFailure>,
+    resolver: &Resolver,
+    trust: &TrustStore,
+) -> Vec<DcView> {
+    let Ok(dcs) = dcs else {
+        return Vec::new();
+    };
+    let is_contacted = |name: &str| {
+        same_host(name, &settings.host) || dc_dns_host_name.is_some_and(|dc| same_host(name, dc))
+    };
+    let mut views = Vec::new();
+    let mut others = Vec::new();
+    for dc in dcs.iter().take(MAX_DC_VIEWS) {
+        if is_contacted(&dc.name) {
+            let reading =
+                super::ad::read_dc(ldap, &dc.name, settings.timeout, naming_context, address).await;
+            views.push(DcView {
+                name: dc.name.clone(),
+                contacted: true,
+                read_only: dc.is_read_only(),
+                reading,
+            });
+        } else {
+            others.push(dc);
+        }
+    }
+    let remote = others.into_iter().map(|dc| async move {
+        let reading = async {
+            let lookup = resolver.lookup(&dc.name).await;
+            let dc_address = first_address(&lookup, settings.port)?;
+            let mut conn = connect_and_bind(settings, &dc.name, dc_address, trust).await?;
+            let reading = super::ad::read_dc(
+                &mut conn,
+                &dc.name,
+                settings.timeout,
+                naming_context,
+                dc_address,
+            )
+            .await;
+            unbind(conn).await;
+            reading
+        }
+        .await;
+        DcView {
+            name: dc.name.clone(),
+            contacted: false,
+            read_only: dc.is_read_only(),
+            reading,
+        }
+    });
+    views.extend(futures::future::join_all(remote).await);
+    views
 }
 
 /// Whether two DNS names are the same host (case and a trailing dot do not matter).
@@ -506,6 +584,7 @@ mod tests {
             connector_account: None,
             scope_dns: Vec::new(),
             max_users: 500,
+            replication_grace: crate::config::DEFAULT_REPLICATION_GRACE,
         }
     }
 

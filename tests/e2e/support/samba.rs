@@ -22,6 +22,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -60,8 +61,10 @@ pub struct SambaDc {
     ip: Ipv4Addr,
     realm: String,
     netbios: String,
+    /// `dc1`, or `dc2` for a DC joined to another's domain.
+    host_name: String,
     admin_password: String,
-    ca: TestCa,
+    ca: Arc<TestCa>,
     dir: tempfile::TempDir,
     // Declared last so the slot stays claimed until the folder is gone.
     _slot_lock: File,
@@ -115,7 +118,7 @@ impl SambaDc {
             .prefix(&format!("wbhealth-samba{slot}-"))
             .tempdir()
             .context("create the DC folder")?;
-        let ca = TestCa::new();
+        let ca = Arc::new(TestCa::new());
         let fqdn = format!("dc1.{}", realm.to_lowercase());
         let (cert_pem, key_pem) = ca.issue(&[&fqdn, &ip.to_string()]);
 
@@ -128,19 +131,88 @@ impl SambaDc {
             cert_pem,
             key_pem,
             ca_file: ca.pem_path().to_owned(),
+            join: None,
         };
         tokio::task::spawn_blocking(move || provision.run())
             .await
             .context("provisioning panicked")??;
-        let provisioned = began.elapsed();
+        Self::launch(
+            began,
+            Self {
+                child: None,
+                stdin: None,
+                ip,
+                realm,
+                netbios,
+                host_name: "dc1".to_owned(),
+                admin_password,
+                ca,
+                dir,
+                _slot_lock: slot_lock,
+            },
+        )
+        .await
+    }
 
-        let log = File::create(dir.path().join("samba.log")).context("create samba.log")?;
+    /// Joins a second DC, `dc2.wbhN.test` on its own `127.0.0.M`, to this DC's domain with
+    /// `samba-tool domain join … DC`, adds its A record to this DC's DNS (which clients use)
+    /// and starts it.
+    pub async fn join_second_dc(&self) -> anyhow::Result<SambaDc> {
+        let began = Instant::now();
+        let (slot, slot_lock) = tokio::task::spawn_blocking(claim_slot)
+            .await
+            .context("slot claim panicked")??;
+        let ip = Ipv4Addr::new(127, 0, 0, slot);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("wbhealth-samba{slot}-"))
+            .tempdir()
+            .context("create the DC folder")?;
+        let fqdn = format!("dc2.{}", self.realm.to_lowercase());
+        let (cert_pem, key_pem) = self.ca.issue(&[&fqdn, &ip.to_string()]);
+        let join = Provision {
+            dir: dir.path().to_owned(),
+            ip,
+            realm: self.realm.clone(),
+            netbios: self.netbios.clone(),
+            admin_password: self.admin_password.clone(),
+            cert_pem,
+            key_pem,
+            ca_file: self.ca.pem_path().to_owned(),
+            join: Some(self.ip),
+        };
+        tokio::task::spawn_blocking(move || join.run())
+            .await
+            .context("joining panicked")??;
+        // After the join, which removes DNS records left under the new DC's name.
+        self.add_dns_a("dc2", ip).await?;
+        Self::launch(
+            began,
+            Self {
+                child: None,
+                stdin: None,
+                ip,
+                realm: self.realm.clone(),
+                netbios: self.netbios.clone(),
+                host_name: "dc2".to_owned(),
+                admin_password: self.admin_password.clone(),
+                ca: Arc::clone(&self.ca),
+                dir,
+                _slot_lock: slot_lock,
+            },
+        )
+        .await
+    }
+
+    /// Starts Samba on a provisioned or joined DC folder and waits until it serves.
+    async fn launch(began: Instant, mut dc: SambaDc) -> anyhow::Result<SambaDc> {
+        let provisioned = began.elapsed();
+        let log = File::create(dc.dir.path().join("samba.log")).context("create samba.log")?;
         let mut child = Command::new(program("samba"))
             .arg("--interactive")
             .arg("--no-process-group")
             .arg(format!("--maximum-runtime={}", MAX_RUNTIME.as_secs()))
             .arg("--configfile")
-            .arg(dir.path().join("etc/smb.conf"))
+            .arg(dc.smb_conf())
             .stdin(Stdio::piped())
             .stdout(log.try_clone().context("share samba.log")?)
             .stderr(log)
@@ -149,18 +221,8 @@ impl SambaDc {
             .process_group(0)
             .spawn()
             .context("start samba")?;
-        let stdin = child.stdin.take();
-        let mut dc = Self {
-            child: Some(child),
-            stdin,
-            ip,
-            realm,
-            netbios,
-            admin_password,
-            ca,
-            dir,
-            _slot_lock: slot_lock,
-        };
+        dc.stdin = child.stdin.take();
+        dc.child = Some(child);
         dc.wait_until_ready().await?;
         eprintln!(
             "samba dc {} on {} ready in {:.1?} (provisioned in {:.1?})",
@@ -182,9 +244,10 @@ impl SambaDc {
         self.ip
     }
 
-    /// The DC's host name, `dc1.wbhN.test`; its own DNS resolves it to [`SambaDc::ip`].
+    /// The DC's host name, `dc1.wbhN.test` (`dc2.…` for a joined DC); its own DNS resolves it
+    /// to [`SambaDc::ip`].
     pub fn fqdn(&self) -> String {
-        format!("dc1.{}", self.realm.to_lowercase())
+        format!("{}.{}", self.host_name, self.realm.to_lowercase())
     }
 
     /// The Kerberos realm, `WBHN.TEST`; lowercased it is the AD DNS domain.
@@ -380,9 +443,12 @@ impl SambaDc {
             .await
             .context("ldaps handshake timed out")?
             .context("ldaps handshake")?;
-        let addrs = self.lookup_a(&self.fqdn()).await?;
-        if !addrs.contains(&self.ip) {
-            bail!("dns answers {addrs:?} for {}", self.fqdn());
+        // A joined DC's A record lives in the first DC's DNS, which clients use.
+        if self.host_name == "dc1" {
+            let addrs = self.lookup_a(&self.fqdn()).await?;
+            if !addrs.contains(&self.ip) {
+                bail!("dns answers {addrs:?} for {}", self.fqdn());
+            }
         }
         tokio::time::timeout(step, tokio::net::TcpStream::connect((self.ip, 135)))
             .await
@@ -469,6 +535,8 @@ struct Provision {
     cert_pem: String,
     key_pem: String,
     ca_file: PathBuf,
+    /// Join the domain of the DC at this address as `dc2` instead of provisioning a new one.
+    join: Option<Ipv4Addr>,
 }
 
 impl Provision {
@@ -510,30 +578,48 @@ impl Provision {
             format!("tls cafile={}", self.ca_file.to_string_lossy()),
         ];
         let mut command = Command::new(program("samba-tool"));
+        match self.join {
+            None => command
+                .args(["domain", "provision"])
+                .arg("--configfile")
+                .arg(&empty_conf)
+                .arg("--server-role=dc")
+                .arg("--dns-backend=SAMBA_INTERNAL")
+                .arg(format!("--realm={}", self.realm))
+                .arg(format!("--domain={}", self.netbios))
+                .arg(format!("--adminpass={}", self.admin_password))
+                .arg("--host-name=dc1")
+                .arg(format!("--host-ip={}", self.ip)),
+            Some(first) => command
+                .args(["domain", "join", &self.realm.to_lowercase(), "DC"])
+                .arg("--configfile")
+                .arg(&empty_conf)
+                .arg(format!("--server={first}"))
+                .arg("--dns-backend=SAMBA_INTERNAL")
+                .arg("--use-kerberos=off")
+                .arg("-U")
+                .arg(format!("Administrator%{}", self.admin_password))
+                .arg("--option=netbios name=DC2"),
+        };
         command
-            .args(["domain", "provision"])
-            .arg("--configfile")
-            .arg(&empty_conf)
-            .arg("--server-role=dc")
-            .arg("--dns-backend=SAMBA_INTERNAL")
-            .arg(format!("--realm={}", self.realm))
-            .arg(format!("--domain={}", self.netbios))
-            .arg(format!("--adminpass={}", self.admin_password))
-            .arg("--host-name=dc1")
-            .arg(format!("--host-ip={}", self.ip))
             .arg(format!("--targetdir={}", dir.display()))
             .args(options.iter().map(|option| format!("--option={option}")))
             .stdin(Stdio::null());
+        let what = if self.join.is_some() {
+            "join"
+        } else {
+            "provision"
+        };
         let output = command
             .output()
-            .context("run samba-tool domain provision")?;
+            .with_context(|| format!("run samba-tool domain {what}"))?;
         let log = dir.join("provision.log");
         let mut text = output.stdout.clone();
         text.extend_from_slice(&output.stderr);
         std::fs::write(&log, &text).context("write provision.log")?;
         if !output.status.success() {
             bail!(
-                "samba-tool domain provision for {} failed ({}); its output ends:\n{}",
+                "samba-tool domain {what} for {} failed ({}); its output ends:\n{}",
                 self.realm,
                 output.status,
                 tail(&log, LOG_TAIL_LINES)

@@ -505,6 +505,9 @@ pub struct AdFacts {
     pub dcs: Vec<DcView>,
     /// How long a change may take to reach every DC (`ldap.replication_grace_minutes`).
     pub replication_grace: std::time::Duration,
+    /// The Cloud Sync provisioning agent's gMSA, `None` when the domain has no account of
+    /// that name (Cloud Sync is not deployed in it).
+    pub cloud_sync_account: Result<Option<ConnectorAccount>, ProbeFailure>,
 }
 
 #[cfg(test)]

@@ -121,7 +121,13 @@ pub struct LdapSettings {
     /// behind (AD-05). Replication within a site takes seconds; between sites the default
     /// schedule is every 180 minutes, so sites replicating on a schedule may want more.
     pub replication_grace: Duration,
+    /// The Cloud Sync provisioning agent's gMSA, whose writeback rights CS-04 evaluates when it
+    /// exists in the domain (`provAgentgMSA$` unless the admin chose another at install).
+    pub cloud_sync_account: String,
 }
+
+/// The gMSA the Cloud Sync provisioning agent creates by default.
+pub const DEFAULT_CLOUD_SYNC_ACCOUNT: &str = "provAgentgMSA$";
 
 /// The default of `ldap.replication_grace_minutes`.
 pub const DEFAULT_REPLICATION_GRACE: Duration = Duration::from_secs(15 * 60);
@@ -238,6 +244,7 @@ struct FileLdap {
     scope_dns: Option<Vec<String>>,
     max_users: Option<usize>,
     replication_grace_minutes: Option<u64>,
+    cloud_sync_account: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -559,6 +566,10 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
                     Some(n) => n,
                     None => DEFAULT_MAX_USERS,
                 },
+                cloud_sync_account: file_ldap
+                    .cloud_sync_account
+                    .filter(|name| !name.trim().is_empty())
+                    .unwrap_or_else(|| DEFAULT_CLOUD_SYNC_ACCOUNT.to_owned()),
                 replication_grace: match file_ldap.replication_grace_minutes {
                     None => DEFAULT_REPLICATION_GRACE,
                     Some(minutes) if minutes <= 7 * 24 * 60 => Duration::from_secs(minutes * 60),

@@ -32,6 +32,7 @@ const DIRECTORY_CHECKS: &[&str] = &[
     "permissions.user_cannot_change_password",
     "permissions.pre_windows_compatible_access",
     "permissions.sam_read_access",
+    "permissions.cloud_sync_gmsa",
     "topology.read_only_dc",
     "topology.policy_hints_control",
     "topology.replication",
@@ -134,6 +135,10 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
             // One DC: nothing to compare (the two-DC test below compares two).
             "topology.replication" | "permissions.rights_on_every_dc" => {
                 assert_status(&healthy, id, "not_applicable", &["one domain controller"]);
+            }
+            // No Cloud Sync in this domain.
+            "permissions.cloud_sync_gmsa" => {
+                assert_status(&healthy, id, "not_applicable", &["provAgentgMSA$"]);
             }
             _ => assert_status(&healthy, id, "pass", &[]),
         }
@@ -351,6 +356,40 @@ async fn directory_checks_follow_a_samba_domain_through_broken_states() -> anyho
             .contains("CN=Server,CN=System"),
         "{:#}",
         result(&results, "permissions.sam_read_access")
+    );
+
+    // Cloud Sync's gMSA (Samba 4.17 cannot create a gMSA; a computer account carries its
+    // name): without rights it fails naming them, with Set-AADCloudSyncPermissions' ACEs it
+    // passes.
+    dc.samba_tool(&["computer", "create", "provAgentgMSA"])
+        .await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.cloud_sync_gmsa",
+        "fail",
+        &[
+            "provAgentgMSA$",
+            // Samba's default domain head grants Unexpire password to every authenticated user.
+            "lacks Reset password, Write lockoutTime, Write pwdLastSet on",
+            "Set-AADCloudSyncPermissions -PermissionType PasswordWriteBack",
+        ],
+    );
+    let gmsa = dc.account_sid("provAgentgMSA$").await?;
+    dc.dsacl_add(
+        &base,
+        &format!(
+            "(OA;CI;CR;{RESET};{USER_CLASS};{gmsa})(OA;CI;WP;{LOCKOUT_TIME};{USER_CLASS};{gmsa})\
+             (OA;CI;WP;{PWD_LAST_SET};{USER_CLASS};{gmsa})(OA;CI;CR;{UNEXPIRE};;{gmsa})"
+        ),
+    )
+    .await?;
+    let results = diagnose(&home)?;
+    assert_status(
+        &results,
+        "permissions.cloud_sync_gmsa",
+        "pass",
+        &["provAgentgMSA$"],
     );
 
     // The connector account disabled.

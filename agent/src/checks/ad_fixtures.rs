@@ -269,5 +269,6 @@ pub fn healthy() -> AdFacts {
             dc_view("dc2.contoso.com", "10.0.0.6:636", false),
         ],
         replication_grace: std::time::Duration::from_secs(15 * 60),
+        cloud_sync_account: Ok(None),
     }
 }

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use wbhealth_catalogue::{Status, render};
 
-use super::permissions::{Access, Right, access, directory, inherited_by_users, listed, part};
+use super::permissions::{directory, listed, part, rights_granted};
 use super::{Verdict, def, plural};
-use crate::ad::{AttributeMetadata, DcReading, DcView, RightGuids, attribute_name};
+use crate::ad::{AttributeMetadata, DcReading, DcView, attribute_name};
 use crate::facts::{DirectoryFacts, Facts};
 use crate::result::CheckOutcome;
 
@@ -276,38 +276,6 @@ pub fn replication(facts: &Facts) -> CheckOutcome {
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
-}
-
-/// The writeback rights the connector holds through a domain head's DACL.
-fn rights_granted(
-    head: &crate::ad::SecurityDescriptor,
-    guids: &RightGuids,
-    trustees: &[&str],
-) -> BTreeMap<&'static str, bool> {
-    let on_users = inherited_by_users(head, &guids.user_class);
-    let allowed = |sd, right| matches!(access(sd, trustees, right), Access::Allowed(_));
-    BTreeMap::from([
-        (
-            "Reset password",
-            allowed(&on_users, Right::Extended(&guids.reset_password)),
-        ),
-        (
-            "Change password",
-            allowed(&on_users, Right::Extended(&guids.change_password)),
-        ),
-        (
-            "Write lockoutTime",
-            allowed(&on_users, Right::WriteProperty(&guids.lockout_time)),
-        ),
-        (
-            "Write pwdLastSet",
-            allowed(&on_users, Right::WriteProperty(&guids.pwd_last_set)),
-        ),
-        (
-            "Unexpire password",
-            allowed(head, Right::Extended(&guids.unexpire_password)),
-        ),
-    ])
 }
 
 /// PERM-10: every DC grants the connector the same writeback rights on the domain head, so a

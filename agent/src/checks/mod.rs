@@ -57,6 +57,7 @@ pub const AGENT_CHECKS: &[(&str, CheckFn)] = &[
     (dcs::POLICY_HINTS_CONTROL, dcs::policy_hints_control),
     (dcs::REPLICATION, dcs::replication),
     (dcs::RIGHTS_ON_EVERY_DC, dcs::rights_on_every_dc),
+    (permissions::CLOUD_SYNC_GMSA, permissions::cloud_sync_gmsa),
     (directory::FUNCTIONAL_LEVEL, directory::functional_level),
     (
         directory::OU_RESERVED_CHARACTERS,
@@ -422,7 +423,9 @@ mod tests {
         let facts = fixtures::healthy();
         for outcome in evaluate(&facts, &|_| true) {
             // The healthy sync server has no Cloud Sync agent: those checks do not apply.
-            let expected = if outcome.check.id.starts_with("server.cloudsync_") {
+            let expected = if outcome.check.id.starts_with("server.cloudsync_")
+                || outcome.check.id == permissions::CLOUD_SYNC_GMSA
+            {
                 Status::NotApplicable
             } else {
                 Status::Pass

@@ -7,6 +7,8 @@
 //! evaluated on each sampled user's own DACL, which holds the ACEs it inherited; protected
 //! accounts (`adminCount`) are left to [`protected_accounts`], where they belong by design.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use wbhealth_catalogue::{Status, render};
@@ -43,6 +45,8 @@ pub const ORPHANED_ADMIN_COUNT: &str = "permissions.orphaned_admin_count";
 pub const CANNOT_CHANGE_PASSWORD: &str = "permissions.user_cannot_change_password";
 /// Catalogue id of the `NetUserGetInfo` read access check (PERM-12).
 pub const PRE_WINDOWS_2000_ACCESS: &str = "permissions.pre_windows_compatible_access";
+/// Catalogue id of the Cloud Sync gMSA rights check (CS-04).
+pub const CLOUD_SYNC_GMSA: &str = "permissions.cloud_sync_gmsa";
 /// Catalogue id of the SAM read access check (PERM-12, DACLs).
 pub const SAM_READ_ACCESS: &str = "permissions.sam_read_access";
 
@@ -124,6 +128,38 @@ pub(crate) fn inherited_by_users(sd: &SecurityDescriptor, user_class: &str) -> S
             })
             .collect(),
     }
+}
+
+/// The writeback rights the connector holds through a domain head's DACL.
+pub(super) fn rights_granted(
+    head: &SecurityDescriptor,
+    guids: &RightGuids,
+    trustees: &[&str],
+) -> BTreeMap<&'static str, bool> {
+    let on_users = inherited_by_users(head, &guids.user_class);
+    let allowed = |sd, right| matches!(access(sd, trustees, right), Access::Allowed(_));
+    BTreeMap::from([
+        (
+            "Reset password",
+            allowed(&on_users, Right::Extended(&guids.reset_password)),
+        ),
+        (
+            "Change password",
+            allowed(&on_users, Right::Extended(&guids.change_password)),
+        ),
+        (
+            "Write lockoutTime",
+            allowed(&on_users, Right::WriteProperty(&guids.lockout_time)),
+        ),
+        (
+            "Write pwdLastSet",
+            allowed(&on_users, Right::WriteProperty(&guids.pwd_last_set)),
+        ),
+        (
+            "Unexpire password",
+            allowed(head, Right::Extended(&guids.unexpire_password)),
+        ),
+    ])
 }
 
 /// The connector's trustees: itself, its groups, Everyone and Authenticated Users.
@@ -768,6 +804,60 @@ pub(crate) mod tests {
         facts
     }
 
+    fn gmsa(sid: &str) -> ConnectorAccount {
+        ConnectorAccount {
+            configured_as: "provAgentgMSA$".to_owned(),
+            dn: "CN=provAgentgMSA,CN=Managed Service Accounts,DC=contoso,DC=com".to_owned(),
+            sam_account_name: "provAgentgMSA$".to_owned(),
+            sid: sid.to_owned(),
+            token_groups: vec!["S-1-5-21-1-2-3-515".to_owned()],
+            user_account_control: 0x1000,
+            uac_computed: Some(0),
+            account_expires: 0,
+        }
+    }
+
+    #[test]
+    fn cloud_sync_gmsa_needs_the_writeback_rights() {
+        let o = cloud_sync_gmsa(&healthy());
+        assert_eq!(o.status, Status::NotApplicable, "{}", o.summary);
+        assert!(o.summary.contains("provAgentgMSA$"), "{}", o.summary);
+
+        // The head grants the rights to this SID (as Set-AADCloudSyncPermissions does).
+        let o = cloud_sync_gmsa(&with_ad(|ad| {
+            ad.cloud_sync_account = Ok(Some(gmsa(CONNECTOR_SID)))
+        }));
+        assert_eq!(o.status, Status::Pass, "{}", o.summary);
+
+        let o = cloud_sync_gmsa(&with_ad(|ad| {
+            ad.cloud_sync_account = Ok(Some(gmsa("S-1-5-21-1-2-3-4242")))
+        }));
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.summary.contains(
+                "lacks Reset password, Write lockoutTime, Write pwdLastSet, Unexpire password"
+            ),
+            "{}",
+            o.summary
+        );
+        assert_rendered(
+            &o.remediation,
+            &[
+                "provAgentgMSA$",
+                "Set-AADCloudSyncPermissions -PermissionType PasswordWriteBack",
+                "DC=contoso,DC=com",
+            ],
+        );
+
+        let o = cloud_sync_gmsa(&with_ad(|ad| {
+            ad.cloud_sync_account = Err(crate::facts::ProbeFailure::new(
+                ProbeStep::Search,
+                "size limit",
+            ));
+        }));
+        assert_eq!(o.status, Status::Error);
+    }
+
     #[test]
     fn sam_read_access_passes_by_default_and_fails_when_builtin_is_hardened() {
         let o = sam_read_access(&healthy());
@@ -1171,4 +1261,68 @@ pub(crate) mod tests {
         });
         assert_eq!(inheritance_blocked(&facts).status, Status::Error);
     }
+}
+
+/// The rights Cloud Sync's gMSA needs on the domain head for writeback (CS-04).
+const CLOUD_SYNC_RIGHTS: [&str; 4] = [
+    "Reset password",
+    "Write lockoutTime",
+    "Write pwdLastSet",
+    "Unexpire password",
+];
+
+/// CS-04: when the domain has the Cloud Sync provisioning agent's gMSA, it holds the writeback
+/// rights on the domain head.
+pub fn cloud_sync_gmsa(facts: &Facts) -> CheckOutcome {
+    let def = def(CLOUD_SYNC_GMSA);
+    let verdict = (|| -> Result<Verdict, Verdict> {
+        let dir = directory(facts)?;
+        let ad = &dir.ad;
+        let Some(gmsa) = part(facts, "the Cloud Sync gMSA", &ad.cloud_sync_account)? else {
+            return Ok(Verdict {
+                status: Status::NotApplicable,
+                summary: format!(
+                    "{} has no Cloud Sync provisioning agent account (ldap.cloud_sync_account, provAgentgMSA$ by default): Cloud Sync is not deployed here",
+                    dir.domain_dns_name
+                ),
+                evidence: json!({ "domain": dir.domain_dns_name }),
+                remediation: String::new(),
+            });
+        };
+        let guids = part(facts, "the rights' GUIDs", &ad.guids)?;
+        let head = part(facts, "the domain head's security descriptor", &ad.domain_head_sd)?;
+        let granted = rights_granted(head, guids, &trustees(gmsa));
+        let missing: Vec<String> = CLOUD_SYNC_RIGHTS
+            .iter()
+            .filter(|right| !granted.get(*right).copied().unwrap_or(false))
+            .map(|right| (*right).to_owned())
+            .collect();
+        let account = account_name(gmsa);
+        let evidence = json!({
+            "gmsa": connector_evidence(gmsa),
+            "domain_head": dir.default_naming_context,
+            "rights": granted,
+            "missing": missing,
+        });
+        if missing.is_empty() {
+            return Ok(Verdict {
+                status: Status::Pass,
+                summary: format!("the Cloud Sync gMSA {account} holds {} on {}", CLOUD_SYNC_RIGHTS.join(", "), dir.default_naming_context),
+                evidence,
+                remediation: String::new(),
+            });
+        }
+        Ok(Verdict {
+            status: Status::Fail,
+            summary: format!(
+                "the Cloud Sync gMSA {account} lacks {} on {}: Cloud Sync cannot write passwords back",
+                missing.join(", "),
+                dir.default_naming_context
+            ),
+            evidence,
+            remediation: render(def.remediation, &[("account", account), ("missing", &missing.join(", ")), ("domain", &dir.domain_dns_name), ("domain_dn", &dir.default_naming_context)]),
+        })
+    })()
+    .unwrap_or_else(|v| v);
+    verdict.into_outcome(def, facts, facts.durations.directory)
 }

@@ -229,6 +229,8 @@ pub(super) async fn read(
         )),
         Some(name) => read_connector(&mut r, naming_context, name).await,
     };
+    let cloud_sync_account =
+        read_optional_account(&mut r, naming_context, &settings.cloud_sync_account).await;
     let domain_head_sd = r
         .base(naming_context, &["nTSecurityDescriptor"], true)
         .await
@@ -296,6 +298,7 @@ pub(super) async fn read(
         // Filled by the directory probe, which opens a connection to each DC.
         dcs: Vec::new(),
         replication_grace: settings.replication_grace,
+        cloud_sync_account,
     }
 }
 
@@ -528,6 +531,39 @@ async fn read_connector(
         account_expires: number(&entry, "accountExpires").unwrap_or(0),
         dn: entry.dn,
     })
+}
+
+/// The account `name` when the domain has exactly one, `None` when it has none.
+async fn read_optional_account(
+    r: &mut Reader<'_>,
+    nc: &str,
+    name: &str,
+) -> Result<Option<ConnectorAccount>, ProbeFailure> {
+    let found = r
+        .search(
+            nc,
+            Scope::Subtree,
+            &account_filter(name),
+            &["1.1"],
+            false,
+            Some(2),
+        )
+        .await?;
+    match found.entries.as_slice() {
+        [] => Ok(None),
+        [one] => {
+            let dn = one.dn.clone();
+            let mut account = read_connector(r, nc, &dn).await?;
+            name.clone_into(&mut account.configured_as);
+            Ok(Some(account))
+        }
+        _ => Err(ProbeFailure::new(
+            ProbeStep::Search,
+            format!(
+                "more than one account matches {name:?} in {nc}; name it by DN in ldap.cloud_sync_account"
+            ),
+        )),
+    }
 }
 
 async fn read_ous(

@@ -585,6 +585,7 @@ mod tests {
             scope_dns: Vec::new(),
             max_users: 500,
             replication_grace: crate::config::DEFAULT_REPLICATION_GRACE,
+            cloud_sync_account: crate::config::DEFAULT_CLOUD_SYNC_ACCOUNT.to_owned(),
         }
     }
 

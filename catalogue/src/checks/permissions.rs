@@ -6,6 +6,7 @@ use crate::{Category, CheckDef, DataSource, RunsOn, Severity};
 use super::{ENABLE_WRITEBACK, TROUBLESHOOT_WRITEBACK};
 
 /// Configure AD DS connector account permissions (ADSyncConfig).
+const CLOUD_SYNC_WRITEBACK: &str = "https://learn.microsoft.com/en-us/entra/identity/authentication/tutorial-enable-cloud-sync-sspr-writeback";
 const CONNECTOR_PERMISSIONS: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-configure-ad-ds-connector-account";
 /// How SSPR writeback works (protected accounts).
 const HOW_WRITEBACK_WORKS: &str =
@@ -158,6 +159,19 @@ End to end (Samba): a user given adminCount=1 and a protected ACL while in no pr
         docs_url: TROUBLESHOOT_WRITEBACK,
         remediation: "The DCs of {domain} disagree about {account}: {differences}. Wait up to an hour for replication (longer in large directories), make permission changes on the DC writeback uses (the AD connector's preferred DC), and if it persists fix replication (`repadmin /replsummary`, `dcdiag`).",
         verified_by: "Unit tests dcs::tests::a_permission_fix_missing_on_one_dc_warns. End to end (Samba): two DCs pass; with the second DC's inbound replication disabled and Reset password removed on the first, it warns naming both.",
+    },
+    CheckDef {
+        id: "permissions.cloud_sync_gmsa",
+        refs: &["CS-04"],
+        title: "Cloud Sync gMSA holds the writeback rights",
+        description: "When the domain has the Cloud Sync provisioning agent's gMSA (provAgentgMSA$, or ldap.cloud_sync_account), it holds Reset password, Write lockoutTime and Write pwdLastSet on users and Unexpire password on the domain head, evaluated for the account and its tokenGroups. Not applicable when no such account exists.",
+        category: Category::Permissions,
+        runs_on: RunsOn::Agent,
+        severity: Severity::Blocker,
+        data_source: DataSource::Ldap,
+        docs_url: CLOUD_SYNC_WRITEBACK,
+        remediation: "The Cloud Sync gMSA {account} lacks {missing} on {domain_dn}. On the provisioning agent host, run as a domain admin: Import-Module 'C:\\Program Files\\Microsoft Azure AD Connect Provisioning Agent\\Microsoft.CloudSync.Powershell.dll'; Set-AADCloudSyncPermissions -PermissionType PasswordWriteBack -EACredential (Get-Credential). Allow up to an hour for the change to reach every DC of {domain}.",
+        verified_by: "Unit tests permissions::tests::cloud_sync_gmsa_needs_the_writeback_rights. End to end (Samba, which cannot create a gMSA before 4.20): an account named provAgentgMSA$ without rights fails naming the missing ones, passes once granted; a domain without it is not applicable.",
     },
     CheckDef {
         id: "permissions.user_cannot_change_password",

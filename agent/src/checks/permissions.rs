@@ -790,6 +790,70 @@ pub fn connector_account(facts: &Facts) -> CheckOutcome {
     verdict.into_outcome(def, facts, facts.durations.directory)
 }
 
+/// The rights Cloud Sync's gMSA needs on the domain head for writeback (CS-04).
+const CLOUD_SYNC_RIGHTS: [&str; 4] = [
+    "Reset password",
+    "Write lockoutTime",
+    "Write pwdLastSet",
+    "Unexpire password",
+];
+
+/// CS-04: when the domain has the Cloud Sync provisioning agent's gMSA, it holds the writeback
+/// rights on the domain head.
+pub fn cloud_sync_gmsa(facts: &Facts) -> CheckOutcome {
+    let def = def(CLOUD_SYNC_GMSA);
+    let verdict = (|| -> Result<Verdict, Verdict> {
+        let dir = directory(facts)?;
+        let ad = &dir.ad;
+        let Some(gmsa) = part(facts, "the Cloud Sync gMSA", &ad.cloud_sync_account)? else {
+            return Ok(Verdict {
+                status: Status::NotApplicable,
+                summary: format!(
+                    "{} has no Cloud Sync provisioning agent account (ldap.cloud_sync_account, provAgentgMSA$ by default): Cloud Sync is not deployed here",
+                    dir.domain_dns_name
+                ),
+                evidence: json!({ "domain": dir.domain_dns_name }),
+                remediation: String::new(),
+            });
+        };
+        let guids = part(facts, "the rights' GUIDs", &ad.guids)?;
+        let head = part(facts, "the domain head's security descriptor", &ad.domain_head_sd)?;
+        let granted = rights_granted(head, guids, &trustees(gmsa));
+        let missing: Vec<String> = CLOUD_SYNC_RIGHTS
+            .iter()
+            .filter(|right| !granted.get(*right).copied().unwrap_or(false))
+            .map(|right| (*right).to_owned())
+            .collect();
+        let account = account_name(gmsa);
+        let evidence = json!({
+            "gmsa": connector_evidence(gmsa),
+            "domain_head": dir.default_naming_context,
+            "rights": granted,
+            "missing": missing,
+        });
+        if missing.is_empty() {
+            return Ok(Verdict {
+                status: Status::Pass,
+                summary: format!("the Cloud Sync gMSA {account} holds {} on {}", CLOUD_SYNC_RIGHTS.join(", "), dir.default_naming_context),
+                evidence,
+                remediation: String::new(),
+            });
+        }
+        Ok(Verdict {
+            status: Status::Fail,
+            summary: format!(
+                "the Cloud Sync gMSA {account} lacks {} on {}: Cloud Sync cannot write passwords back",
+                missing.join(", "),
+                dir.default_naming_context
+            ),
+            evidence,
+            remediation: render(def.remediation, &[("account", account), ("missing", &missing.join(", ")), ("domain", &dir.domain_dns_name), ("domain_dn", &dir.default_naming_context)]),
+        })
+    })()
+    .unwrap_or_else(|v| v);
+    verdict.into_outcome(def, facts, facts.durations.directory)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1261,68 +1325,4 @@ pub(crate) mod tests {
         });
         assert_eq!(inheritance_blocked(&facts).status, Status::Error);
     }
-}
-
-/// The rights Cloud Sync's gMSA needs on the domain head for writeback (CS-04).
-const CLOUD_SYNC_RIGHTS: [&str; 4] = [
-    "Reset password",
-    "Write lockoutTime",
-    "Write pwdLastSet",
-    "Unexpire password",
-];
-
-/// CS-04: when the domain has the Cloud Sync provisioning agent's gMSA, it holds the writeback
-/// rights on the domain head.
-pub fn cloud_sync_gmsa(facts: &Facts) -> CheckOutcome {
-    let def = def(CLOUD_SYNC_GMSA);
-    let verdict = (|| -> Result<Verdict, Verdict> {
-        let dir = directory(facts)?;
-        let ad = &dir.ad;
-        let Some(gmsa) = part(facts, "the Cloud Sync gMSA", &ad.cloud_sync_account)? else {
-            return Ok(Verdict {
-                status: Status::NotApplicable,
-                summary: format!(
-                    "{} has no Cloud Sync provisioning agent account (ldap.cloud_sync_account, provAgentgMSA$ by default): Cloud Sync is not deployed here",
-                    dir.domain_dns_name
-                ),
-                evidence: json!({ "domain": dir.domain_dns_name }),
-                remediation: String::new(),
-            });
-        };
-        let guids = part(facts, "the rights' GUIDs", &ad.guids)?;
-        let head = part(facts, "the domain head's security descriptor", &ad.domain_head_sd)?;
-        let granted = rights_granted(head, guids, &trustees(gmsa));
-        let missing: Vec<String> = CLOUD_SYNC_RIGHTS
-            .iter()
-            .filter(|right| !granted.get(*right).copied().unwrap_or(false))
-            .map(|right| (*right).to_owned())
-            .collect();
-        let account = account_name(gmsa);
-        let evidence = json!({
-            "gmsa": connector_evidence(gmsa),
-            "domain_head": dir.default_naming_context,
-            "rights": granted,
-            "missing": missing,
-        });
-        if missing.is_empty() {
-            return Ok(Verdict {
-                status: Status::Pass,
-                summary: format!("the Cloud Sync gMSA {account} holds {} on {}", CLOUD_SYNC_RIGHTS.join(", "), dir.default_naming_context),
-                evidence,
-                remediation: String::new(),
-            });
-        }
-        Ok(Verdict {
-            status: Status::Fail,
-            summary: format!(
-                "the Cloud Sync gMSA {account} lacks {} on {}: Cloud Sync cannot write passwords back",
-                missing.join(", "),
-                dir.default_naming_context
-            ),
-            evidence,
-            remediation: render(def.remediation, &[("account", account), ("missing", &missing.join(", ")), ("domain", &dir.domain_dns_name), ("domain_dn", &dir.default_naming_context)]),
-        })
-    })()
-    .unwrap_or_else(|v| v);
-    verdict.into_outcome(def, facts, facts.durations.directory)
 }

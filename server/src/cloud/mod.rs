@@ -243,10 +243,22 @@ impl Cloud {
         key: &MasterKey,
         tenant: TenantId,
     ) -> Result<CloudRun, CloudError> {
-        if let Ok(mut running) = self.running.lock()
-            && !running.insert(tenant)
-        {
-            return Err(CloudError::Busy);
+        // A run already going on in this process (the scheduler's) is waited for, then this
+        // one runs, so an on-demand run always reflects the tenant as it is now.
+        let deadline = Instant::now() + self.run_timeout;
+        loop {
+            let claimed = self
+                .running
+                .lock()
+                .map(|mut running| running.insert(tenant))
+                .unwrap_or(true);
+            if claimed {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(CloudError::Busy);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let outcome = self.run_tenant_inner(store, key, tenant).await;
         if let Ok(mut running) = self.running.lock() {

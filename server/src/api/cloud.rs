@@ -41,10 +41,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Which Microsoft cloud the customer's tenant lives in.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloudName {
     /// Commercial (login.microsoftonline.com, graph.microsoft.com).
+    #[default]
     Global,
     /// US Government (login.microsoftonline.us, graph.microsoft.us).
     UsGov,
@@ -86,7 +87,8 @@ pub struct SetGraphCredential {
     /// The app's client (application) id.
     pub client_id: Uuid,
     /// The cloud; `global` when absent.
-    pub cloud: Option<CloudName>,
+    #[serde(default)]
+    pub cloud: CloudName,
     /// The client secret's value (not its id). Give this or a certificate.
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
@@ -390,7 +392,7 @@ async fn set_graph_credential(
                 tenant_id: id,
                 directory_id,
                 client_id: body.client_id.to_string(),
-                cloud: body.cloud.map_or(GraphCloud::Global, Into::into),
+                cloud: body.cloud.into(),
                 kind,
                 thumbprint,
                 not_after: None,

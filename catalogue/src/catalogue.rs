@@ -70,6 +70,7 @@ pub static CATALOGUE: LazyLock<Vec<CheckDef>> = LazyLock::new(|| {
         checks::policy::CHECKS,
         checks::permissions::CHECKS,
         checks::server::CHECKS,
+        checks::tenant::CHECKS,
     ]
     .concat()
 });

@@ -45,6 +45,35 @@ pub struct Config {
     /// `--secret-key-file`. For deployments that inject secrets through the environment.
     #[arg(long = "secret-key", env = "WBH_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<SecretString>,
+
+    /// Seconds between two cloud-check runs of a tenant (Microsoft Graph), 60 to 86400.
+    #[arg(long, env = "WBH_CLOUD_CHECK_INTERVAL_SECONDS", default_value_t = 3600)]
+    pub cloud_check_interval_seconds: u32,
+
+    /// How many tenants' cloud checks run at once, 1 to 64.
+    #[arg(long, env = "WBH_CLOUD_CHECK_CONCURRENCY", default_value_t = 4)]
+    pub cloud_check_concurrency: u32,
+
+    /// Seconds one tenant's cloud run may take in all before it is cut off, 5 to 3600.
+    #[arg(long, env = "WBH_CLOUD_CHECK_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub cloud_check_timeout_seconds: u32,
+
+    /// Seconds one Graph or login request may take, 1 to 300.
+    #[arg(long, env = "WBH_GRAPH_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub graph_request_timeout_seconds: u32,
+
+    /// Replaces the login authority of every cloud (such as `https://login.example:8443`);
+    /// for tests and private endpoints. By default each credential's cloud decides.
+    #[arg(long, env = "WBH_GRAPH_AUTHORITY_URL")]
+    pub graph_authority_url: Option<String>,
+
+    /// Replaces the Microsoft Graph base URL of every cloud (such as `https://graph.example`).
+    #[arg(long, env = "WBH_GRAPH_BASE_URL")]
+    pub graph_base_url: Option<String>,
+
+    /// A PEM file of extra CA certificates trusted for login and Graph, besides the system's.
+    #[arg(long, env = "WBH_GRAPH_CA_FILE")]
+    pub graph_ca_file: Option<PathBuf>,
 }
 
 /// How logs are written.
@@ -131,6 +160,71 @@ impl Config {
         if let Some(key) = &self.secret_key {
             self.secret_key_bytes(key)?;
         }
+        for (setting, value, range) in [
+            (
+                "--cloud-check-interval-seconds / WBH_CLOUD_CHECK_INTERVAL_SECONDS",
+                self.cloud_check_interval_seconds,
+                60..=86_400,
+            ),
+            (
+                "--cloud-check-concurrency / WBH_CLOUD_CHECK_CONCURRENCY",
+                self.cloud_check_concurrency,
+                1..=64,
+            ),
+            (
+                "--cloud-check-timeout-seconds / WBH_CLOUD_CHECK_TIMEOUT_SECONDS",
+                self.cloud_check_timeout_seconds,
+                5..=3600,
+            ),
+            (
+                "--graph-request-timeout-seconds / WBH_GRAPH_REQUEST_TIMEOUT_SECONDS",
+                self.graph_request_timeout_seconds,
+                1..=300,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError {
+                    setting,
+                    problem: format!(
+                        "{value} is out of range; use {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                });
+            }
+        }
+        for (setting, url) in [
+            (
+                "--graph-authority-url / WBH_GRAPH_AUTHORITY_URL",
+                &self.graph_authority_url,
+            ),
+            (
+                "--graph-base-url / WBH_GRAPH_BASE_URL",
+                &self.graph_base_url,
+            ),
+        ] {
+            if let Some(url) = url
+                && !url.starts_with("https://")
+            {
+                return Err(ConfigError {
+                    setting,
+                    problem: format!(
+                        "{url:?} is not an https:// URL; give one such as https://graph.example"
+                    ),
+                });
+            }
+        }
+        if let Some(path) = &self.graph_ca_file
+            && !path.is_file()
+        {
+            return Err(ConfigError {
+                setting: "--graph-ca-file / WBH_GRAPH_CA_FILE",
+                problem: format!(
+                    "{} is not a readable file; give a PEM file of CA certificates",
+                    path.display()
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -172,6 +266,13 @@ impl Config {
                 base64::engine::general_purpose::STANDARD
                     .encode(crate::domain::MasterKey::generate()),
             )),
+            cloud_check_interval_seconds: 3600,
+            cloud_check_concurrency: 4,
+            cloud_check_timeout_seconds: 300,
+            graph_request_timeout_seconds: 30,
+            graph_authority_url: None,
+            graph_base_url: None,
+            graph_ca_file: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! and persist through `storage`.
 
 pub mod api;
+pub mod cloud;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub failed_auth: Arc<api::auth::FailedAuth>,
     /// The server's secret key: seals stored secrets, signs sessions.
     pub master_key: Arc<MasterKey>,
+    /// Cloud checks through Microsoft Graph.
+    pub cloud: Arc<cloud::Cloud>,
 }
 
 /// A server whose listeners are bound, ready to [`run`](Server::run).
@@ -76,7 +79,9 @@ impl Server {
         })?;
         let master_key = load_master_key(&config)?;
         let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
+        let cloud = Arc::new(cloud::Cloud::new(&config)?);
         let state = AppState {
+            cloud,
             store,
             sessions: Sessions::default(),
             config: Arc::new(config),
@@ -146,6 +151,12 @@ impl Server {
                 .context("gRPC listener failed")
         };
 
+        let scheduler = self.state.cloud.clone().spawn_scheduler(
+            self.state.store.clone(),
+            self.state.master_key.clone(),
+            cancel.clone(),
+        );
+
         // Agent streams never end by themselves; closing them lets the gRPC server drain.
         let sessions = self.state.sessions.clone();
         let closer = cancel.clone();
@@ -156,6 +167,7 @@ impl Server {
 
         let result = tokio::try_join!(http, grpc);
         cancel.cancel();
+        scheduler.abort();
         result.map(|_| ())
     }
 }

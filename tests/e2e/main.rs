@@ -10,6 +10,7 @@ mod access_control;
 mod agent_reports;
 mod bad_input;
 mod bench;
+mod cloud_checks;
 mod diagnose;
 mod directory_checks;
 mod host_snapshot;

@@ -6,6 +6,7 @@ pub(crate) mod network;
 pub(crate) mod permissions;
 pub(crate) mod policy;
 pub(crate) mod server;
+pub(crate) mod tenant;
 pub(crate) mod topology;
 
 /// A Microsoft Learn page cited by several checks.

@@ -8,6 +8,7 @@ mod api_keys;
 mod audit;
 pub mod auth;
 mod checks;
+mod cloud;
 mod enrollment;
 mod health;
 mod page;
@@ -44,6 +45,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "checks", description = "The check catalogue"),
         (name = "access", description = "API keys, users and their tenant assignments (administrators)"),
         (name = "audit", description = "Every change made through the API (administrators)"),
+        (name = "cloud", description = "Cloud checks through Microsoft Graph: per-tenant app credentials, results, on-demand runs and user readiness, and the self-service password activity of the audit log"),
     )
 )]
 struct ApiDoc;
@@ -74,6 +76,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(api_keys::routes())
         .merge(users::routes())
         .merge(audit::routes())
+        .merge(cloud::routes())
 }
 
 /// The OpenAPI document of the REST API.

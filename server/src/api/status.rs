@@ -54,13 +54,34 @@ pub struct ResultView {
     /// When it was observed.
     #[serde(with = "time::serde::rfc3339")]
     pub observed_at: OffsetDateTime,
-    /// The report it came in.
-    pub report_id: Uuid,
+    /// Who produced it: an agent, the server's cloud checks, or (later) fleet correlation.
+    pub source: ResultSource,
+    /// The report it came in; absent for results the server produced itself.
+    pub report_id: Option<Uuid>,
 }
 
-impl From<LatestResult> for ResultView {
-    fn from(latest: LatestResult) -> Self {
-        let r = latest.result;
+/// Where a result comes from.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ResultSource {
+    /// An agent on the customer's sync server.
+    Agent {
+        /// The agent.
+        agent_id: Uuid,
+    },
+    /// The server, through Microsoft Graph.
+    Cloud,
+    /// The server, comparing what several agents report.
+    #[allow(
+        dead_code,
+        reason = "fleet correlation produces these; this names the slot"
+    )]
+    Fleet,
+}
+
+impl ResultView {
+    /// A result the server produced itself (`source` says how).
+    pub fn produced(r: crate::domain::ResultRecord, source: ResultSource) -> Self {
         let def = wbhealth_catalogue::find(&r.check_id);
         Self {
             title: def.map(|d| d.title.to_owned()),
@@ -74,7 +95,32 @@ impl From<LatestResult> for ResultView {
             remediation: r.remediation,
             duration_ms: r.duration_ms,
             observed_at: r.observed_at,
-            report_id: latest.report_id.0,
+            source,
+            report_id: None,
+        }
+    }
+}
+
+impl From<LatestResult> for ResultView {
+    fn from(latest: LatestResult) -> Self {
+        let r = latest.result;
+        let def = wbhealth_catalogue::find(&r.check_id);
+        Self {
+            source: ResultSource::Agent {
+                agent_id: latest.agent_id.0,
+            },
+            title: def.map(|d| d.title.to_owned()),
+            category: def.map(|d| d.category),
+            severity: def.map(|d| d.severity),
+            docs_url: def.map(|d| d.docs_url.to_owned()),
+            check_id: r.check_id,
+            status: r.status,
+            summary: r.summary,
+            evidence: r.evidence,
+            remediation: r.remediation,
+            duration_ms: r.duration_ms,
+            observed_at: r.observed_at,
+            report_id: Some(latest.report_id.0),
         }
     }
 }
@@ -95,10 +141,13 @@ pub struct AgentStatus {
 pub struct TenantStatus {
     /// The tenant.
     pub tenant: TenantView,
-    /// The worst status of all its agents' latest results; absent until an agent reported.
+    /// The worst status of all its results (agents and cloud checks); absent until something
+    /// reported.
     pub status: Option<Status>,
     /// Each agent with its latest results.
     pub agents: Vec<AgentStatus>,
+    /// The last run of its cloud checks through Microsoft Graph; absent until one ran.
+    pub cloud: Option<super::cloud::CloudRunView>,
 }
 
 /// Counts by worst status. `unknown` counts those with nothing reported yet.
@@ -144,7 +193,7 @@ pub struct Counts {
 /// The fleet at a glance.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FleetSummary {
-    /// Tenants by the worst status of their agents.
+    /// Tenants by the worst status of their agents and cloud checks.
     pub tenants: Counts,
     /// Agents by the worst status of their latest results.
     pub agents: Counts,
@@ -215,10 +264,22 @@ async fn tenant_status(
             }
         })
         .collect();
+    let cloud = state
+        .store
+        .cloud_run(&principal.scope, id)
+        .await
+        .map_err(not_found)?
+        .map(super::cloud::CloudRunView::from);
     Ok(ResponseJson(TenantStatus {
-        status: worst(agents.iter().filter_map(|a| a.status)),
+        status: worst(
+            agents
+                .iter()
+                .filter_map(|a| a.status)
+                .chain(cloud.as_ref().and_then(|c| c.status)),
+        ),
         tenant: tenant.into(),
         agents,
+        cloud,
     }))
 }
 
@@ -255,6 +316,18 @@ async fn fleet_summary(
         agents.add(rollup.worst);
         let slot = per_tenant.entry(rollup.tenant_id).or_insert(None);
         *slot = match (*slot, rollup.worst) {
+            (Some(a), Some(b)) => Some(a.worst(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    for (tenant, status) in state
+        .store
+        .cloud_rollups(&principal.scope)
+        .await
+        .map_err(|e| Error::from_store(e, "fleet"))?
+    {
+        let slot = per_tenant.entry(tenant).or_insert(None);
+        *slot = match (*slot, status) {
             (Some(a), Some(b)) => Some(a.worst(b)),
             (a, b) => a.or(b),
         };

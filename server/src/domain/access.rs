@@ -33,11 +33,19 @@ pub enum Operation {
     ManageUsers,
     /// Read the audit log.
     ReadAudit,
+    /// Read a tenant's cloud-check results and self-service password activity.
+    ReadCloudChecks,
+    /// Run a tenant's cloud checks now, or check one of its users through Graph.
+    RunCloudChecks,
+    /// Read a tenant's Graph credential (metadata only; the secret is never returned).
+    ReadGraphCredentials,
+    /// Set and remove a tenant's Graph credential.
+    ManageGraphCredentials,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 16] = [
         Operation::ReadTenants,
         Operation::CreateTenant,
         Operation::ReadAgents,
@@ -50,6 +58,10 @@ impl Operation {
         Operation::ManageApiKeys,
         Operation::ManageUsers,
         Operation::ReadAudit,
+        Operation::ReadCloudChecks,
+        Operation::RunCloudChecks,
+        Operation::ReadGraphCredentials,
+        Operation::ManageGraphCredentials,
     ];
 
     /// The stable spelling stored, shown and accepted.
@@ -67,6 +79,10 @@ impl Operation {
             Operation::ManageApiKeys => "api_keys.manage",
             Operation::ManageUsers => "users.manage",
             Operation::ReadAudit => "audit.read",
+            Operation::ReadCloudChecks => "cloud_checks.read",
+            Operation::RunCloudChecks => "cloud_checks.run",
+            Operation::ReadGraphCredentials => "graph_credentials.read",
+            Operation::ManageGraphCredentials => "graph_credentials.manage",
         }
     }
 
@@ -86,6 +102,8 @@ impl Operation {
                 | Operation::ReadChecks
                 | Operation::ReadEnrollmentTokens
                 | Operation::ReadAudit
+                | Operation::ReadCloudChecks
+                | Operation::ReadGraphCredentials
         )
     }
 
@@ -122,11 +140,17 @@ pub enum AuditAction {
     UserCreated,
     /// A user's tenant assignments were replaced.
     UserTenantsSet,
+    /// A tenant's Graph credential was set or replaced.
+    GraphCredentialSet,
+    /// A tenant's Graph credential was removed.
+    GraphCredentialDeleted,
+    /// A tenant's cloud checks were run on demand.
+    CloudChecksRunRequested,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 12] = [
         AuditAction::TenantCreated,
         AuditAction::AgentEnrolled,
         AuditAction::AgentRunRequested,
@@ -136,6 +160,9 @@ impl AuditAction {
         AuditAction::ApiKeyRevoked,
         AuditAction::UserCreated,
         AuditAction::UserTenantsSet,
+        AuditAction::GraphCredentialSet,
+        AuditAction::GraphCredentialDeleted,
+        AuditAction::CloudChecksRunRequested,
     ];
 
     /// The stable spelling stored and shown.
@@ -150,6 +177,9 @@ impl AuditAction {
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::UserCreated => "user.created",
             AuditAction::UserTenantsSet => "user.tenants_set",
+            AuditAction::GraphCredentialSet => "graph_credential.set",
+            AuditAction::GraphCredentialDeleted => "graph_credential.deleted",
+            AuditAction::CloudChecksRunRequested => "cloud_checks.run_requested",
         }
     }
 
@@ -166,7 +196,10 @@ pub fn authorize(role: Role, granted: Option<&[Operation]>, op: Operation) -> bo
         Role::Administrator => true,
         Role::Technician => !op.is_administrative(),
         Role::Viewer => {
-            op.is_read() && !op.is_administrative() && op != Operation::ReadEnrollmentTokens
+            op.is_read()
+                && !op.is_administrative()
+                && op != Operation::ReadEnrollmentTokens
+                && op != Operation::ReadGraphCredentials
         }
         Role::Integration => {
             !op.is_administrative() && granted.is_some_and(|ops| ops.contains(&op))

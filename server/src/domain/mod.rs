@@ -4,12 +4,17 @@
 //! their wire types into these, and the storage layer persists them.
 
 mod access;
+mod cloud;
 mod ids;
 mod model;
 mod scope;
 pub mod secrets;
 
 pub use access::{AuditAction, Operation, authorize};
+pub use cloud::{
+    CloudRun, GraphCloud, GraphCredential, GraphCredentialKind, NewGraphCredential, SsprActivity,
+    SsprActivityGroup,
+};
 pub use ids::{AgentId, ApiKeyId, AuditEventId, EnrollmentTokenId, ReportId, TenantId, UserId};
 pub use model::{
     Agent, AgentCredential, AgentRollup, ApiKey, AuditEvent, AuditFilter, EnrollmentToken,

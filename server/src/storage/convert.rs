@@ -9,7 +9,8 @@ use time::{OffsetDateTime, UtcOffset};
 use wbhealth_catalogue::Status;
 
 use crate::domain::{
-    AuditAction, EnrollmentToken, Operation, Page, Report, Role, TenantId, TokenRejection,
+    AuditAction, EnrollmentToken, Operation, Page, Report, ResultRecord, Role, TenantId,
+    TokenRejection,
 };
 use crate::storage::StoreError;
 
@@ -154,6 +155,70 @@ pub(super) fn rejection(token: &EnrollmentToken, now: OffsetDateTime) -> Option<
     } else {
         None
     }
+}
+
+/// Cloud results as stored: a JSON array of objects.
+pub(super) fn results_json(results: &[ResultRecord]) -> serde_json::Value {
+    serde_json::Value::Array(
+        results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "check_id": r.check_id,
+                    "status": r.status.as_str(),
+                    "summary": r.summary,
+                    "evidence": r.evidence,
+                    "remediation": r.remediation,
+                    "duration_ms": r.duration_ms,
+                    "observed_at": r.observed_at.unix_timestamp_nanos() / 1_000,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Reads cloud results stored by [`results_json`].
+pub(super) fn results_of_json(value: serde_json::Value) -> Result<Vec<ResultRecord>, StoreError> {
+    let bad = |detail: &str| corrupt("cloud results", detail);
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        _ => return Err(bad("not an array")),
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let text = |key: &str| {
+                item[key]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(key))
+            };
+            let micros = item["observed_at"]
+                .as_i64()
+                .ok_or_else(|| bad("observed_at"))?;
+            Ok(ResultRecord {
+                check_id: text("check_id")?,
+                status: status(&text("status")?)?,
+                summary: text("summary")?,
+                evidence: item["evidence"].clone(),
+                remediation: text("remediation")?,
+                duration_ms: item["duration_ms"]
+                    .as_u64()
+                    .ok_or_else(|| bad("duration_ms"))?,
+                observed_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+                    .map_err(|e| corrupt("cloud result observed_at", e))?,
+            })
+        })
+        .collect()
+}
+
+/// The worst status of some results, as stored beside them.
+pub(super) fn worst_of(results: &[ResultRecord]) -> Option<&'static str> {
+    results
+        .iter()
+        .map(|r| r.status)
+        .reduce(Status::worst)
+        .map(Status::as_str)
 }
 
 #[cfg(test)]

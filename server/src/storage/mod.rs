@@ -14,12 +14,14 @@ mod conformance;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use wbhealth_catalogue::Status;
 
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditFilter,
-    EnrollmentToken, EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent,
-    NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser, Page, PageRequest, Report,
-    ReportSummary, Tenant, TenantId, TenantScope, TokenRejection, User, UserId,
+    CloudRun, EnrollmentToken, EnrollmentTokenId, GraphCredential, HostFacts, IngestOutcome,
+    LatestResult, NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewGraphCredential,
+    NewTenant, NewUser, Page, PageRequest, Report, ReportSummary, Tenant, TenantId, TenantScope,
+    TokenRejection, User, UserId,
 };
 
 pub use error::StoreError;
@@ -146,6 +148,59 @@ pub trait Store: Send + Sync + 'static {
         id: UserId,
         tenants: Vec<TenantId>,
     ) -> Result<User, StoreError>;
+
+    /// Sets (or replaces) a tenant's Graph credential; its cloud checks become due now.
+    async fn put_graph_credential(
+        &self,
+        scope: &TenantScope,
+        new: NewGraphCredential,
+    ) -> Result<GraphCredential, StoreError>;
+    /// A tenant's Graph credential. `NotFound` when the tenant is out of scope or has none.
+    async fn graph_credential(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<GraphCredential, StoreError>;
+    /// Removes a tenant's Graph credential and its last cloud run. `NotFound` when it has none.
+    async fn delete_graph_credential(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<(), StoreError>;
+    /// Records whether getting a token worked (`error` is `None`) or why it did not.
+    async fn record_token_outcome(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Claims up to `limit` tenants whose cloud checks are due at `now` by moving their next
+    /// run to `next_run_at`, atomically: two replicas never claim the same tenant for one slot.
+    async fn claim_due_cloud_tenants(
+        &self,
+        now: OffsetDateTime,
+        next_run_at: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TenantId>, StoreError>;
+    /// Moves a tenant's next cloud run (after an on-demand run). No-op without a credential.
+    async fn set_next_cloud_run(
+        &self,
+        tenant: TenantId,
+        next_run_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Replaces a tenant's last cloud run.
+    async fn save_cloud_run(&self, run: &CloudRun) -> Result<(), StoreError>;
+    /// A tenant's last cloud run; `None` when none ran yet. `NotFound` when out of scope.
+    async fn cloud_run(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Option<CloudRun>, StoreError>;
+    /// The worst status of the last cloud run of every tenant in scope that has one.
+    async fn cloud_rollups(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<(TenantId, Option<Status>)>, StoreError>;
 
     /// Appends an event to the audit log.
     async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError>;

@@ -15,11 +15,13 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
+use wbhealth_catalogue::Status;
 
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditEventId,
-    AuditFilter, EnrollmentToken, EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult,
-    NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser, Operation, Page,
+    AuditFilter, CloudRun, EnrollmentToken, EnrollmentTokenId, GraphCloud, GraphCredential,
+    GraphCredentialKind, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
+    NewAuditEvent, NewEnrollmentToken, NewGraphCredential, NewTenant, NewUser, Operation, Page,
     PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant, TenantId, TenantScope,
     TokenRejection, User, UserId,
 };
@@ -119,6 +121,46 @@ impl ReportSummaryRow {
             received_at: self.received_at,
             results: convert::to_u32(self.results, "report result count")?,
             worst: convert::status_of_rank(self.worst_rank)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct CredentialRow {
+    tenant_id: Uuid,
+    directory_id: String,
+    client_id: String,
+    cloud: String,
+    kind: String,
+    thumbprint: Option<String>,
+    not_after: Option<OffsetDateTime>,
+    sealed: Vec<u8>,
+    updated_at: OffsetDateTime,
+    last_token_ok_at: Option<OffsetDateTime>,
+    last_token_error_at: Option<OffsetDateTime>,
+    last_token_error: Option<String>,
+}
+
+const CREDENTIAL_COLUMNS: &str = "tenant_id, directory_id, client_id, cloud, kind, thumbprint, \
+     not_after, sealed, updated_at, last_token_ok_at, last_token_error_at, last_token_error";
+
+impl CredentialRow {
+    fn into_domain(self) -> Result<GraphCredential, StoreError> {
+        Ok(GraphCredential {
+            tenant_id: TenantId(self.tenant_id),
+            directory_id: self.directory_id,
+            client_id: self.client_id,
+            cloud: GraphCloud::parse(&self.cloud)
+                .ok_or_else(|| convert::corrupt("graph credential cloud", &self.cloud))?,
+            kind: GraphCredentialKind::parse(&self.kind)
+                .ok_or_else(|| convert::corrupt("graph credential kind", &self.kind))?,
+            thumbprint: self.thumbprint,
+            not_after: self.not_after,
+            sealed: self.sealed,
+            updated_at: self.updated_at,
+            last_token_ok_at: self.last_token_ok_at,
+            last_token_error_at: self.last_token_error_at,
+            last_token_error: self.last_token_error,
         })
     }
 }
@@ -1039,6 +1081,212 @@ impl Store for PostgresStore {
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
         Ok(user)
+    }
+
+    async fn put_graph_credential(
+        &self,
+        scope: &TenantScope,
+        new: NewGraphCredential,
+    ) -> Result<GraphCredential, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        tenant_in_scope(&mut tx, scope, new.tenant_id).await?;
+        let row: CredentialRow = sqlx::query_as(&format!(
+            "INSERT INTO graph_credentials \
+               (tenant_id, directory_id, client_id, cloud, kind, thumbprint, not_after, sealed, \
+                updated_at, next_run_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (tenant_id) DO UPDATE SET \
+               directory_id = excluded.directory_id, client_id = excluded.client_id, \
+               cloud = excluded.cloud, kind = excluded.kind, thumbprint = excluded.thumbprint, \
+               not_after = excluded.not_after, sealed = excluded.sealed, \
+               updated_at = excluded.updated_at, next_run_at = excluded.next_run_at, \
+               last_token_ok_at = NULL, last_token_error_at = NULL, last_token_error = NULL \
+             RETURNING {CREDENTIAL_COLUMNS}"
+        ))
+        .bind(new.tenant_id.0)
+        .bind(&new.directory_id)
+        .bind(&new.client_id)
+        .bind(new.cloud.as_str())
+        .bind(new.kind.as_str())
+        .bind(&new.thumbprint)
+        .bind(new.not_after.map(convert::instant))
+        .bind(&new.sealed)
+        .bind(convert::now())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+
+    async fn graph_credential(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<GraphCredential, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let row: Option<CredentialRow> = sqlx::query_as(&format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM graph_credentials WHERE tenant_id = $1"
+        ))
+        .bind(tenant.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.ok_or(StoreError::NotFound)?.into_domain()
+    }
+
+    async fn delete_graph_credential(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        tenant_in_scope(&mut tx, scope, tenant).await?;
+        let done = sqlx::query("DELETE FROM graph_credentials WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM cloud_runs WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_token_outcome(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let query = match error {
+            None => sqlx::query(
+                "UPDATE graph_credentials SET last_token_ok_at = $2 WHERE tenant_id = $1 \
+                 AND $3::text IS NULL",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE graph_credentials SET last_token_error_at = $2, last_token_error = $3 \
+                 WHERE tenant_id = $1",
+            ),
+        };
+        query
+            .bind(tenant.0)
+            .bind(convert::instant(at))
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_due_cloud_tenants(
+        &self,
+        now: OffsetDateTime,
+        next_run_at: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(
+            "UPDATE graph_credentials SET next_run_at = $2 \
+             WHERE tenant_id IN (SELECT tenant_id FROM graph_credentials \
+                                 WHERE next_run_at <= $1 ORDER BY next_run_at LIMIT $3 \
+                                 FOR UPDATE SKIP LOCKED) \
+             RETURNING tenant_id",
+        )
+        .bind(convert::instant(now))
+        .bind(convert::instant(next_run_at))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| TenantId(id)).collect())
+    }
+
+    async fn set_next_cloud_run(
+        &self,
+        tenant: TenantId,
+        next_run_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE graph_credentials SET next_run_at = $2 WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .bind(convert::instant(next_run_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn save_cloud_run(&self, run: &CloudRun) -> Result<(), StoreError> {
+        let sspr =
+            serde_json::to_value(&run.sspr).map_err(|e| convert::corrupt("sspr activity", e))?;
+        sqlx::query(
+            "INSERT INTO cloud_runs (tenant_id, results, sspr, worst, started_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id) DO UPDATE SET results = excluded.results, \
+               sspr = excluded.sspr, worst = excluded.worst, started_at = excluded.started_at, \
+               finished_at = excluded.finished_at",
+        )
+        .bind(run.tenant_id.0)
+        .bind(Json(convert::results_json(&run.results)))
+        .bind(Json(sspr))
+        .bind(convert::worst_of(&run.results))
+        .bind(convert::instant(run.started_at))
+        .bind(convert::instant(run.finished_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cloud_run(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Option<CloudRun>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        #[allow(clippy::type_complexity)]
+        let row: Option<(
+            Json<serde_json::Value>,
+            Json<serde_json::Value>,
+            OffsetDateTime,
+            OffsetDateTime,
+        )> = sqlx::query_as(
+            "SELECT results, sspr, started_at, finished_at FROM cloud_runs WHERE tenant_id = $1",
+        )
+        .bind(tenant.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((results, sspr, started_at, finished_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(CloudRun {
+            tenant_id: tenant,
+            results: convert::results_of_json(results.0)?,
+            sspr: serde_json::from_value(sspr.0)
+                .map_err(|e| convert::corrupt("sspr activity", e))?,
+            started_at,
+            finished_at,
+        }))
+    }
+
+    async fn cloud_rollups(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<(TenantId, Option<Status>)>, StoreError> {
+        let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT tenant_id, worst FROM cloud_runs \
+             WHERE $1::uuid[] IS NULL OR tenant_id = ANY($1::uuid[]) ORDER BY tenant_id",
+        )
+        .bind(scope_param(scope))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(tenant, worst)| {
+                Ok((
+                    TenantId(tenant),
+                    worst.as_deref().map(convert::status).transpose()?,
+                ))
+            })
+            .collect()
     }
 
     async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError> {

@@ -30,11 +30,13 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Sqlite, SqliteConnection, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
+use wbhealth_catalogue::Status;
 
 use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditEventId,
-    AuditFilter, EnrollmentToken, EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult,
-    NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser, Operation, Page,
+    AuditFilter, CloudRun, EnrollmentToken, EnrollmentTokenId, GraphCloud, GraphCredential,
+    GraphCredentialKind, HostFacts, IngestOutcome, LatestResult, NewAgent, NewApiKey,
+    NewAuditEvent, NewEnrollmentToken, NewGraphCredential, NewTenant, NewUser, Operation, Page,
     PageRequest, Report, ReportId, ReportSummary, ResultRecord, Tenant, TenantId, TenantScope,
     TokenRejection, User, UserId,
 };
@@ -318,6 +320,46 @@ struct AgentCredentialRow {
     #[sqlx(flatten)]
     agent: AgentRow,
     credential_hash: Vec<u8>,
+}
+
+#[derive(FromRow)]
+struct CredentialRow {
+    tenant_id: String,
+    directory_id: String,
+    client_id: String,
+    cloud: String,
+    kind: String,
+    thumbprint: Option<String>,
+    not_after: Option<i64>,
+    sealed: Vec<u8>,
+    updated_at: i64,
+    last_token_ok_at: Option<i64>,
+    last_token_error_at: Option<i64>,
+    last_token_error: Option<String>,
+}
+
+const CREDENTIAL_COLUMNS: &str = "tenant_id, directory_id, client_id, cloud, kind, thumbprint, \
+     not_after, sealed, updated_at, last_token_ok_at, last_token_error_at, last_token_error";
+
+impl CredentialRow {
+    fn into_domain(self) -> Result<GraphCredential, StoreError> {
+        Ok(GraphCredential {
+            tenant_id: TenantId(id_of(&self.tenant_id, "graph credential tenant_id")?),
+            directory_id: self.directory_id,
+            client_id: self.client_id,
+            cloud: GraphCloud::parse(&self.cloud)
+                .ok_or_else(|| corrupt("graph credential cloud", &self.cloud))?,
+            kind: GraphCredentialKind::parse(&self.kind)
+                .ok_or_else(|| corrupt("graph credential kind", &self.kind))?,
+            thumbprint: self.thumbprint,
+            not_after: opt_instant_of(self.not_after, "graph credential not_after")?,
+            sealed: self.sealed,
+            updated_at: instant_of(self.updated_at, "graph credential updated_at")?,
+            last_token_ok_at: opt_instant_of(self.last_token_ok_at, "last_token_ok_at")?,
+            last_token_error_at: opt_instant_of(self.last_token_error_at, "last_token_error_at")?,
+            last_token_error: self.last_token_error,
+        })
+    }
 }
 
 #[derive(FromRow)]
@@ -1122,6 +1164,215 @@ impl Store for SqliteStore {
         let user = load_user(&mut tx, id).await?;
         tx.commit().await?;
         Ok(user)
+    }
+
+    async fn put_graph_credential(
+        &self,
+        scope: &TenantScope,
+        new: NewGraphCredential,
+    ) -> Result<GraphCredential, StoreError> {
+        let mut tx = self.begin_write().await?;
+        tenant_in_scope(&mut tx, scope, new.tenant_id).await?;
+        let now = micros(convert::now());
+        let row: CredentialRow = sqlx::query_as(&format!(
+            "INSERT INTO graph_credentials \
+               (tenant_id, directory_id, client_id, cloud, kind, thumbprint, not_after, sealed, \
+                updated_at, next_run_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+             ON CONFLICT (tenant_id) DO UPDATE SET \
+               directory_id = excluded.directory_id, client_id = excluded.client_id, \
+               cloud = excluded.cloud, kind = excluded.kind, thumbprint = excluded.thumbprint, \
+               not_after = excluded.not_after, sealed = excluded.sealed, \
+               updated_at = excluded.updated_at, next_run_at = excluded.next_run_at, \
+               last_token_ok_at = NULL, last_token_error_at = NULL, last_token_error = NULL \
+             RETURNING {CREDENTIAL_COLUMNS}"
+        ))
+        .bind(id_text(&new.tenant_id.0))
+        .bind(&new.directory_id)
+        .bind(&new.client_id)
+        .bind(new.cloud.as_str())
+        .bind(new.kind.as_str())
+        .bind(&new.thumbprint)
+        .bind(new.not_after.map(micros))
+        .bind(&new.sealed)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+
+    async fn graph_credential(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<GraphCredential, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let row: Option<CredentialRow> = sqlx::query_as(&format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM graph_credentials WHERE tenant_id = ?1"
+        ))
+        .bind(id_text(&tenant.0))
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.ok_or(StoreError::NotFound)?.into_domain()
+    }
+
+    async fn delete_graph_credential(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        tenant_in_scope(&mut tx, scope, tenant).await?;
+        let done = sqlx::query("DELETE FROM graph_credentials WHERE tenant_id = ?1")
+            .bind(id_text(&tenant.0))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM cloud_runs WHERE tenant_id = ?1")
+            .bind(id_text(&tenant.0))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_token_outcome(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let query = match error {
+            None => sqlx::query(
+                "UPDATE graph_credentials SET last_token_ok_at = ?2 WHERE tenant_id = ?1",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE graph_credentials SET last_token_error_at = ?2, last_token_error = ?3 \
+                 WHERE tenant_id = ?1",
+            ),
+        };
+        query
+            .bind(id_text(&tenant.0))
+            .bind(micros(at))
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_due_cloud_tenants(
+        &self,
+        now: OffsetDateTime,
+        next_run_at: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        // BEGIN IMMEDIATE holds the write lock from the select to the update.
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE graph_credentials SET next_run_at = ?2 \
+             WHERE tenant_id IN (SELECT tenant_id FROM graph_credentials \
+                                 WHERE next_run_at <= ?1 ORDER BY next_run_at LIMIT ?3) \
+             RETURNING tenant_id",
+        )
+        .bind(micros(now))
+        .bind(micros(next_run_at))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tenant_ids(rows)
+    }
+
+    async fn set_next_cloud_run(
+        &self,
+        tenant: TenantId,
+        next_run_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE graph_credentials SET next_run_at = ?2 WHERE tenant_id = ?1")
+            .bind(id_text(&tenant.0))
+            .bind(micros(next_run_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn save_cloud_run(&self, run: &CloudRun) -> Result<(), StoreError> {
+        let sspr = serde_json::to_string(&run.sspr).map_err(|e| corrupt("sspr activity", e))?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO cloud_runs (tenant_id, results, sspr, worst, started_at, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (tenant_id) DO UPDATE SET results = excluded.results, \
+               sspr = excluded.sspr, worst = excluded.worst, started_at = excluded.started_at, \
+               finished_at = excluded.finished_at",
+        )
+        .bind(id_text(&run.tenant_id.0))
+        .bind(convert::results_json(&run.results).to_string())
+        .bind(sspr)
+        .bind(convert::worst_of(&run.results))
+        .bind(micros(run.started_at))
+        .bind(micros(run.finished_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cloud_run(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+    ) -> Result<Option<CloudRun>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        tenant_in_scope(&mut conn, scope, tenant).await?;
+        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT results, sspr, started_at, finished_at FROM cloud_runs WHERE tenant_id = ?1",
+        )
+        .bind(id_text(&tenant.0))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((results, sspr, started_at, finished_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(CloudRun {
+            tenant_id: tenant,
+            results: convert::results_of_json(
+                serde_json::from_str(&results).map_err(|e| corrupt("cloud results", e))?,
+            )?,
+            sspr: serde_json::from_str(&sspr).map_err(|e| corrupt("sspr activity", e))?,
+            started_at: instant_of(started_at, "cloud run started_at")?,
+            finished_at: instant_of(finished_at, "cloud run finished_at")?,
+        }))
+    }
+
+    async fn cloud_rollups(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<(TenantId, Option<Status>)>, StoreError> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT tenant_id, worst FROM cloud_runs \
+             WHERE ?1 IS NULL OR tenant_id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY tenant_id",
+        )
+        .bind(scope_param(scope))
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|(tenant, worst)| {
+                Ok((
+                    TenantId(id_of(&tenant, "cloud run tenant_id")?),
+                    worst.as_deref().map(convert::status).transpose()?,
+                ))
+            })
+            .collect()
     }
 
     async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError> {

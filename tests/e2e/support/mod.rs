@@ -31,6 +31,7 @@ pub fn skip_or_fail(reason: &str) {
 }
 
 pub mod agent;
+pub mod graph;
 pub mod lab;
 pub mod netpeers;
 pub mod server;

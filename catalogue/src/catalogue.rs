@@ -26,6 +26,8 @@ pub enum DataSource {
     /// The sync server itself: services, registry, files, the ADSync cmdlets and the
     /// Application event log, read live on Windows or from a host snapshot.
     Host,
+    /// The latest reports of all agents of a tenant, compared by the central server.
+    AgentReports,
 }
 
 /// The definition of one check.
@@ -71,6 +73,7 @@ pub static CATALOGUE: LazyLock<Vec<CheckDef>> = LazyLock::new(|| {
         checks::permissions::CHECKS,
         checks::server::CHECKS,
         checks::tenant::CHECKS,
+        checks::fleet::CHECKS,
     ]
     .concat()
 });

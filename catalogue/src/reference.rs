@@ -83,6 +83,7 @@ fn data_source(source: DataSource) -> String {
         "LdapAndNetwork" => "LDAP, then network probe".to_owned(),
         "Graph" => "Microsoft Graph".to_owned(),
         "Host" => "sync server (Windows, or a snapshot)".to_owned(),
+        "AgentReports" => "all agents' reports, compared".to_owned(),
         _ => name,
     }
 }

@@ -13,6 +13,7 @@ mod bench;
 mod cloud_checks;
 mod diagnose;
 mod directory_checks;
+mod fleet;
 mod host_snapshot;
 mod network_checks;
 mod peers;

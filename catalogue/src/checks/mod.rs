@@ -2,6 +2,7 @@
 //! added without touching each other's files. Documentation links shared by several
 //! categories live here.
 
+pub(crate) mod fleet;
 pub(crate) mod network;
 pub(crate) mod permissions;
 pub(crate) mod policy;

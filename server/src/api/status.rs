@@ -17,7 +17,7 @@ use super::auth::Principal;
 use super::problem::{Path, Problem};
 use super::tenants::{AgentView, TenantView};
 use crate::AppState;
-use crate::domain::{AgentId, LatestResult, Operation, TenantId};
+use crate::domain::{AgentId, LatestResult, Operation, TenantId, fleet};
 use crate::error::Error;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -72,10 +72,6 @@ pub enum ResultSource {
     /// The server, through Microsoft Graph.
     Cloud,
     /// The server, comparing what several agents report.
-    #[allow(
-        dead_code,
-        reason = "fleet correlation produces these; this names the slot"
-    )]
     Fleet,
 }
 
@@ -148,6 +144,9 @@ pub struct TenantStatus {
     pub agents: Vec<AgentStatus>,
     /// The last run of its cloud checks through Microsoft Graph; absent until one ran.
     pub cloud: Option<super::cloud::CloudRunView>,
+    /// What the server concludes by comparing its agents (one active server with writeback,
+    /// agreement on the PDC emulator, silent agents), worst first.
+    pub fleet: Vec<ResultView>,
 }
 
 /// Counts by worst status. `unknown` counts those with nothing reported yet.
@@ -236,13 +235,29 @@ async fn tenant_status(
         .list_agents(&principal.scope, id)
         .await
         .map_err(not_found)?;
-    let mut results: HashMap<AgentId, Vec<LatestResult>> = HashMap::new();
-    for latest in state
+    let latest = state
         .store
         .latest_results(&principal.scope, id)
         .await
-        .map_err(not_found)?
-    {
+        .map_err(not_found)?;
+    let mut fleet: Vec<ResultView> = fleet_results(
+        &state,
+        &tenant.name,
+        &agents,
+        &latest,
+        OffsetDateTime::now_utc(),
+    )
+    .into_iter()
+    .map(|r| ResultView::produced(r, ResultSource::Fleet))
+    .collect();
+    fleet.sort_by(|a, b| {
+        b.status
+            .rank()
+            .cmp(&a.status.rank())
+            .then_with(|| a.check_id.cmp(&b.check_id))
+    });
+    let mut results: HashMap<AgentId, Vec<LatestResult>> = HashMap::new();
+    for latest in latest {
         results.entry(latest.agent_id).or_default().push(latest);
     }
     let agents: Vec<AgentStatus> = agents
@@ -275,12 +290,38 @@ async fn tenant_status(
             agents
                 .iter()
                 .filter_map(|a| a.status)
-                .chain(cloud.as_ref().and_then(|c| c.status)),
+                .chain(cloud.as_ref().and_then(|c| c.status))
+                .chain(fleet.iter().map(|r| r.status)),
         ),
         tenant: tenant.into(),
         agents,
         cloud,
+        fleet,
     }))
+}
+
+/// The fleet checks of one tenant, from its agents and their latest results.
+fn fleet_results(
+    state: &AppState,
+    tenant_name: &str,
+    agents: &[crate::domain::Agent],
+    latest: &[LatestResult],
+    now: OffsetDateTime,
+) -> Vec<crate::domain::ResultRecord> {
+    let fleet: Vec<fleet::FleetAgent<'_>> = agents
+        .iter()
+        .map(|agent| fleet::FleetAgent {
+            agent,
+            connected: state.sessions.is_connected(agent.id),
+        })
+        .collect();
+    fleet::correlate(
+        tenant_name,
+        &fleet,
+        latest,
+        state.config.agent_interval(),
+        now,
+    )
 }
 
 /// Counts tenants and agents by their worst status.
@@ -328,6 +369,36 @@ async fn fleet_summary(
     {
         let slot = per_tenant.entry(tenant).or_insert(None);
         *slot = match (*slot, status) {
+            (Some(a), Some(b)) => Some(a.worst(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    // Fleet checks compare a tenant's agents: recomputed for each tenant that has agents,
+    // two reads each.
+    let now = OffsetDateTime::now_utc();
+    let with_agents: Vec<TenantId> = per_tenant.keys().copied().collect();
+    for tenant_id in with_agents {
+        let store_error = |e| Error::from_store(e, "fleet");
+        let agents = state
+            .store
+            .list_agents(&principal.scope, tenant_id)
+            .await
+            .map_err(store_error)?;
+        if agents.is_empty() {
+            continue;
+        }
+        let latest = state
+            .store
+            .latest_results(&principal.scope, tenant_id)
+            .await
+            .map_err(store_error)?;
+        let worst_fleet = worst(
+            fleet_results(&state, "", &agents, &latest, now)
+                .iter()
+                .map(|r| r.status),
+        );
+        let slot = per_tenant.entry(tenant_id).or_insert(None);
+        *slot = match (*slot, worst_fleet) {
             (Some(a), Some(b)) => Some(a.worst(b)),
             (a, b) => a.or(b),
         };

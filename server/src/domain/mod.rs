@@ -5,6 +5,7 @@
 
 mod access;
 mod cloud;
+pub mod fleet;
 mod ids;
 mod model;
 mod scope;

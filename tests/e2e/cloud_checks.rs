@@ -193,6 +193,13 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
             .contains("through a group")
     );
     assert!(
+        bad_results["tenant.writeback_admin_cloud_only"]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hia@fed.contoso.com (Hybrid Identity Administrator) signs in through a federated domain"),
+        "{run_bad:#}"
+    );
+    assert!(
         bad_results["tenant.writeback_licence"]["docs_url"]
             .as_str()
             .unwrap_or("")

@@ -69,6 +69,8 @@ pub struct Directory {
     pub role_assignments: Vec<Value>,
     /// `userRegistrationDetails`.
     pub registrations: Vec<Value>,
+    /// Domains whose `authenticationType` is `Federated` (all others are `Managed`).
+    pub federated_domains: HashSet<String>,
     /// `authorizationPolicy.allowedToUseSSPR`.
     pub allowed_to_use_sspr: bool,
     /// `auditLogs/directoryAudits`.
@@ -226,6 +228,7 @@ impl Directory {
                 ),
                 registration("u-nolic", "nolicence@contoso.com", true, false, false),
             ],
+            federated_domains: HashSet::new(),
             allowed_to_use_sspr: true,
             audits: vec![
                 audit(
@@ -262,13 +265,17 @@ impl Directory {
         d.users = vec![
             user("u-synced-admin", "it.admin@contoso.com", true),
             user("u-adele", "adele@contoso.com", true),
+            user("u-fed-admin", "hia@fed.contoso.com", false),
         ];
         d.licences = HashMap::from([
             ("u-synced-admin".to_owned(), Vec::new()),
             ("u-adele".to_owned(), Vec::new()),
+            ("u-fed-admin".to_owned(), Vec::new()),
         ]);
+        d.federated_domains = HashSet::from(["fed.contoso.com".to_owned()]);
         d.role_assignments = vec![
             json!({"id": "r1", "principalId": "u-synced-admin", "roleDefinitionId": GLOBAL_ADMIN, "directoryScopeId": "/"}),
+            json!({"id": "r3", "principalId": "u-fed-admin", "roleDefinitionId": HYBRID_ADMIN, "directoryScopeId": "/"}),
             json!({"id": "r2", "principalId": "g-helpdesk-admins", "roleDefinitionId": HYBRID_ADMIN, "directoryScopeId": "/"}),
         ];
         d.registrations = vec![
@@ -855,6 +862,31 @@ fn respond(state: &Mutex<State>, addr: SocketAddr, head: &str, body: &[u8]) -> R
             page(
                 items,
                 "reports/authenticationMethods/userRegistrationDetails",
+            )
+        }
+        ["domains", name] => {
+            if deny("Domain.Read.All") {
+                return denied;
+            }
+            let federated = d.federated_domains.contains(&name.to_ascii_lowercase());
+            (
+                200,
+                Vec::new(),
+                json!({
+                    "authenticationType": if federated { "Federated" } else { "Managed" },
+                    "availabilityStatus": null,
+                    "id": name,
+                    "isAdminManaged": true,
+                    "isDefault": false,
+                    "isInitial": name.ends_with(".onmicrosoft.com"),
+                    "isRoot": true,
+                    "isVerified": true,
+                    "passwordNotificationWindowInDays": 14,
+                    "passwordValidityPeriodInDays": 2147483647,
+                    "supportedServices": ["Email", "OfficeCommunicationsOnline"],
+                    "state": null
+                })
+                .to_string(),
             )
         }
         ["policies", "authorizationPolicy"] => {

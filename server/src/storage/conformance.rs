@@ -1537,6 +1537,12 @@ async fn cloud_runs_are_kept_per_tenant_and_rolled_up(store: Arc<dyn Store>) {
             .expect("none yet")
             .is_none()
     );
+    for t in [a.id, b.id] {
+        store
+            .put_graph_credential(&TenantScope::All, credential(t, "c"))
+            .await
+            .expect("set");
+    }
     let at = now();
     let run = CloudRun {
         tenant_id: a.id,
@@ -1589,5 +1595,18 @@ async fn cloud_runs_are_kept_per_tenant_and_rolled_up(store: Arc<dyn Store>) {
             .await
             .expect("rollups")
             .is_empty()
+    );
+    // A run that finishes after its credential was removed leaves nothing behind.
+    store
+        .delete_graph_credential(&TenantScope::All, a.id)
+        .await
+        .expect("delete");
+    store.save_cloud_run(&run).await.expect("save is a no-op");
+    assert!(
+        store
+            .cloud_run(&TenantScope::All, a.id)
+            .await
+            .expect("read")
+            .is_none()
     );
 }

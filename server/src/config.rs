@@ -276,3 +276,32 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_cloud_check_settings_name_the_setting_and_the_fix() {
+        let mut config = Config::for_tests("sqlite::memory:");
+        assert!(config.validate().is_ok());
+        config.cloud_check_interval_seconds = 5;
+        let e = config.validate().expect_err("too short an interval");
+        assert_eq!(
+            e.setting,
+            "--cloud-check-interval-seconds / WBH_CLOUD_CHECK_INTERVAL_SECONDS"
+        );
+        assert!(e.problem.contains("use 60 to 86400"), "{e}");
+        let mut config = Config::for_tests("sqlite::memory:");
+        config.graph_base_url = Some("http://graph.example".into());
+        let e = config.validate().expect_err("plain http");
+        assert!(
+            e.to_string()
+                .starts_with("--graph-base-url / WBH_GRAPH_BASE_URL: "),
+            "{e}"
+        );
+        let mut config = Config::for_tests("sqlite::memory:");
+        config.graph_ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        assert!(config.validate().is_err());
+    }
+}

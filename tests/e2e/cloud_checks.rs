@@ -31,6 +31,14 @@ struct Lab {
 }
 
 async fn lab(database_url: &str) -> anyhow::Result<Lab> {
+    lab_with(database_url, 10, 60).await
+}
+
+async fn lab_with(
+    database_url: &str,
+    request_timeout: u32,
+    run_timeout: u32,
+) -> anyhow::Result<Lab> {
     let ca = TestCa::new();
     let graph = FakeGraph::start(&ca)?;
     let url = graph.url();
@@ -39,8 +47,8 @@ async fn lab(database_url: &str) -> anyhow::Result<Lab> {
         c.graph_authority_url = Some(url.clone());
         c.graph_base_url = Some(url);
         c.graph_ca_file = Some(ca_file);
-        c.graph_request_timeout_seconds = 10;
-        c.cloud_check_timeout_seconds = 60;
+        c.graph_request_timeout_seconds = request_timeout;
+        c.cloud_check_timeout_seconds = run_timeout;
     })
     .await?;
     Ok(Lab {
@@ -183,6 +191,13 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
             .as_str()
             .unwrap_or("")
             .contains("through a group")
+    );
+    assert!(
+        bad_results["tenant.writeback_admin_cloud_only"]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hia@fed.contoso.com (Hybrid Identity Administrator) signs in through a federated domain"),
+        "{run_bad:#}"
     );
     assert!(
         bad_results["tenant.writeback_licence"]["docs_url"]
@@ -694,5 +709,78 @@ async fn a_graph_secret_never_appears_in_logs_or_responses() -> anyhow::Result<(
             "the secret is stored in plain text"
         );
     }
+    Ok(())
+}
+
+async fn cloud_of(lab: &Lab, tenant: &str) -> anyhow::Result<Value> {
+    let (_, status) = lab
+        .server
+        .call(Method::GET, &format!("/tenants/{tenant}/status"), None)
+        .await?;
+    Ok(status["cloud"].clone())
+}
+
+#[tokio::test]
+async fn a_tenant_that_times_out_is_reported_without_holding_up_the_others() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Requests give up after 4 s, a whole tenant run after 6 s.
+    let lab = lab_with(&sqlite_url(&dir), 4, 6).await?;
+    let mut hanging = Directory::healthy(CLIENT_ID, AppCredential::Secret("s-secret".into()));
+    hanging.delay = Some(Duration::from_secs(30));
+    let (slow, _) = tenant_with(&lab, "Hanging Ltd", "s-secret", hanging).await?;
+    let (fast, _) = tenant_with(
+        &lab,
+        "Quick Ltd",
+        "q-secret",
+        Directory::healthy(CLIENT_ID, AppCredential::Secret("q-secret".into())),
+    )
+    .await?;
+    // The scheduler picks both up at once; the quick one is judged while the other hangs.
+    let mut fast_cloud = Value::Null;
+    for _ in 0..50 {
+        fast_cloud = cloud_of(&lab, &fast).await?;
+        if !fast_cloud.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fast_cloud["status"], "not_applicable", "{fast_cloud:#}");
+    assert!(
+        cloud_of(&lab, &slow).await?.is_null(),
+        "the hanging tenant is still waiting for its token"
+    );
+    let mut slow_cloud = Value::Null;
+    for _ in 0..100 {
+        slow_cloud = cloud_of(&lab, &slow).await?;
+        if !slow_cloud.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for result in slow_cloud["results"].as_array().context("results")? {
+        assert_eq!(result["status"], "error", "{result:#}");
+        assert!(
+            result["summary"]
+                .as_str()
+                .unwrap_or("")
+                .contains("timed out"),
+            "{result:#}"
+        );
+    }
+    let (_, cred) = lab
+        .server
+        .call(
+            Method::GET,
+            &format!("/tenants/{slow}/graph-credentials"),
+            None,
+        )
+        .await?;
+    assert!(
+        cred["last_token_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{cred:#}"
+    );
     Ok(())
 }

@@ -58,6 +58,9 @@ pub struct RoleHolder {
     /// For Global and Hybrid Identity Administrators who are users: the service plans whose
     /// provisioning succeeded.
     pub premium_plans: Option<Fact<Vec<String>>>,
+    /// For Global and Hybrid Identity Administrators who are users: whether their UPN's domain
+    /// is federated (`domains/{name}.authenticationType`).
+    pub federated: Option<Fact<bool>>,
 }
 
 /// A user as the checks need it.
@@ -365,19 +368,37 @@ pub fn writeback_admin_cloud_only(facts: &TenantFacts) -> ResultRecord {
             "on_premises_sync_enabled": h.user.as_ref().and_then(|u| u.on_premises_sync_enabled),
         })).collect::<Vec<_>>()
     });
-    if let Some(good) = admins.iter().find(|h| {
+    let cloud_only = |h: &&&RoleHolder| {
         h.user
             .as_ref()
             .is_some_and(|u| u.on_premises_sync_enabled != Some(true))
-    }) {
+    };
+    if let Some(good) = admins
+        .iter()
+        .filter(cloud_only)
+        .find(|h| matches!(h.federated, Some(Ok(false)) | None))
+    {
         return result(
             ID,
             Status::Pass,
-            format!("{} is cloud-only and holds the role directly", good.label()),
+            format!(
+                "{} is cloud-only, on a managed domain, and holds the role directly",
+                good.label()
+            ),
             evidence,
             &[],
             facts.now,
         );
+    }
+    if let Some(e) = admins
+        .iter()
+        .filter(cloud_only)
+        .find_map(|h| match &h.federated {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        })
+    {
+        return could_not_look(ID, e, facts.now);
     }
     let problem = if admins.is_empty() {
         "nobody holds Global or Hybrid Identity Administrator".to_owned()
@@ -385,7 +406,10 @@ pub fn writeback_admin_cloud_only(facts: &TenantFacts) -> ResultRecord {
         admins
             .iter()
             .map(|h| match &h.user {
-                Some(_) => format!("{} is synced from on-premises", h.label()),
+                Some(u) if u.on_premises_sync_enabled == Some(true) => {
+                    format!("{} is synced from on-premises", h.label())
+                }
+                Some(_) => format!("{} signs in through a federated domain", h.label()),
                 None => format!("{} holds the role through a group or app", h.label()),
             })
             .collect::<Vec<_>>()
@@ -764,6 +788,7 @@ mod tests {
                     on_premises_security_identifier: None,
                 }),
                 premium_plans: Some(Ok(vec!["AAD_PREMIUM".into()])),
+                federated: Some(Ok(false)),
             }]),
             sspr_enabled_users: Ok(1),
             allowed_to_use_sspr: Ok(true),
@@ -804,16 +829,30 @@ mod tests {
             enabled_units: 5,
             service_plans: vec!["EXCHANGE_S_STANDARD".into()],
         }]);
-        f.role_holders = Ok(vec![RoleHolder {
-            role_definition_id: GLOBAL_ADMINISTRATOR.into(),
-            principal_id: "2".into(),
-            user: Some(DirectoryUser {
-                user_principal_name: "synced@contoso.com".into(),
-                on_premises_sync_enabled: Some(true),
-                on_premises_security_identifier: Some("S-1-5-21-1".into()),
-            }),
-            premium_plans: Some(Ok(vec![])),
-        }]);
+        f.role_holders = Ok(vec![
+            RoleHolder {
+                role_definition_id: GLOBAL_ADMINISTRATOR.into(),
+                principal_id: "2".into(),
+                user: Some(DirectoryUser {
+                    user_principal_name: "synced@contoso.com".into(),
+                    on_premises_sync_enabled: Some(true),
+                    on_premises_security_identifier: Some("S-1-5-21-1".into()),
+                }),
+                premium_plans: Some(Ok(vec![])),
+                federated: Some(Ok(false)),
+            },
+            RoleHolder {
+                role_definition_id: HYBRID_IDENTITY_ADMINISTRATOR.into(),
+                principal_id: "3".into(),
+                user: Some(DirectoryUser {
+                    user_principal_name: "hia@fed.contoso.com".into(),
+                    on_premises_sync_enabled: None,
+                    on_premises_security_identifier: None,
+                }),
+                premium_plans: Some(Ok(vec![])),
+                federated: Some(Ok(true)),
+            },
+        ]);
         f.sspr_enabled_users = Ok(0);
         f.allowed_to_use_sspr = Ok(false);
         f.organization = Ok(Organization {
@@ -840,6 +879,7 @@ mod tests {
             results[4].remediation
         );
         assert!(results[4].remediation.contains("@{allowedToUseSSPR=$true}"));
+        assert!(results[5].summary.contains("hia@fed.contoso.com (Hybrid Identity Administrator) signs in through a federated domain"), "{}", results[5].summary);
     }
 
     #[test]

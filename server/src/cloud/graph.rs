@@ -151,7 +151,14 @@ impl<'a> GraphClient<'a> {
                 }
             }
             match page.get("@odata.nextLink").and_then(Value::as_str) {
-                Some(next) => url = next.to_owned(),
+                // The bearer token only ever goes to the Graph host it was meant for.
+                Some(next) if next.starts_with(&format!("{}/", self.base)) => url = next.to_owned(),
+                Some(_) => {
+                    return Err(GraphError::Malformed {
+                        what: call.what,
+                        reason: "@odata.nextLink points away from the Graph endpoint".into(),
+                    });
+                }
                 None => return Ok(items),
             }
         }

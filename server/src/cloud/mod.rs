@@ -615,6 +615,7 @@ async fn role_holders(graph: &GraphClient<'_>) -> Fact<Vec<RoleHolder>> {
         .await
         .map_err(reason)?;
     let mut users: HashMap<String, Option<DirectoryUser>> = HashMap::new();
+    let mut domains: HashMap<String, Fact<bool>> = HashMap::new();
     let mut holders = Vec::new();
     for a in assignments {
         let principal_id = a["principalId"].as_str().unwrap_or("").to_owned();
@@ -635,13 +636,39 @@ async fn role_holders(graph: &GraphClient<'_>) -> Fact<Vec<RoleHolder>> {
             principal_id: principal_id.clone(),
             user,
             premium_plans: None,
+            federated: None,
         };
-        if holder.configures_writeback() && holder.user.is_some() {
+        if holder.configures_writeback()
+            && let Some(user) = &holder.user
+        {
+            let domain = user
+                .user_principal_name
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default();
             holder.premium_plans = Some(premium_plans(graph, &principal_id).await);
+            if !domains.contains_key(&domain) {
+                let federated = domain_is_federated(graph, &domain).await;
+                domains.insert(domain.clone(), federated);
+            }
+            holder.federated = domains.get(&domain).cloned();
         }
         holders.push(holder);
     }
     Ok(holders)
+}
+
+async fn domain_is_federated(graph: &GraphClient<'_>, domain: &str) -> Fact<bool> {
+    let path = format!("/domains/{}", segment(domain));
+    let d = graph
+        .get(Call {
+            path: &path,
+            what: "the tenant's domains",
+            permission: "Domain.Read.All",
+        })
+        .await
+        .map_err(reason)?;
+    Ok(d["authenticationType"].as_str() == Some("Federated"))
 }
 
 async fn sspr_enabled_users(graph: &GraphClient<'_>) -> Fact<usize> {

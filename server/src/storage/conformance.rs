@@ -19,9 +19,10 @@ use uuid::Uuid;
 use wbhealth_catalogue::Status;
 
 use crate::domain::{
-    AgentId, ApiKey, ApiKeyId, AuditAction, AuditFilter, EnrollmentTokenId, HostFacts,
-    IngestOutcome, NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser,
-    Operation, PageRequest, Report, ReportId, ResultRecord, Role, Tenant, TenantId, TenantScope,
+    AgentId, ApiKey, ApiKeyId, AuditAction, AuditFilter, CloudRun, EnrollmentTokenId, GraphCloud,
+    GraphCredentialKind, HostFacts, IngestOutcome, NewAgent, NewApiKey, NewAuditEvent,
+    NewEnrollmentToken, NewGraphCredential, NewTenant, NewUser, Operation, PageRequest, Report,
+    ReportId, ResultRecord, Role, SsprActivity, SsprActivityGroup, Tenant, TenantId, TenantScope,
     TokenRejection, UserId, secrets,
 };
 use crate::storage::{PostgresStore, SqliteStore, Store, StoreError};
@@ -146,6 +147,9 @@ conformance!(
     users_are_created_listed_and_assigned,
     audit_events_are_recorded_and_filtered,
     the_database_answers,
+    graph_credentials_are_set_scoped_replaced_and_removed,
+    due_cloud_tenants_are_claimed_once,
+    cloud_runs_are_kept_per_tenant_and_rolled_up,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1384,4 +1388,225 @@ async fn audit_events_are_recorded_and_filtered(store: Arc<dyn Store>) {
         .await
         .expect("bob");
     assert_eq!(by_bob.items, vec![recorded[1].clone()]);
+}
+
+fn credential(tenant: TenantId, client: &str) -> NewGraphCredential {
+    NewGraphCredential {
+        tenant_id: tenant,
+        directory_id: "contoso.onmicrosoft.com".to_owned(),
+        client_id: client.to_owned(),
+        cloud: GraphCloud::UsGov,
+        kind: GraphCredentialKind::Certificate,
+        thumbprint: Some("AB".repeat(20)),
+        not_after: None,
+        sealed: vec![1, 2, 3, 4],
+    }
+}
+
+async fn graph_credentials_are_set_scoped_replaced_and_removed(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let b = tenant(store, "B").await;
+    let only_b = TenantScope::Only(vec![b.id]);
+    assert!(matches!(
+        store
+            .put_graph_credential(&only_b, credential(a.id, "x"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.graph_credential(&TenantScope::All, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let set = store
+        .put_graph_credential(&TenantScope::All, credential(a.id, "first"))
+        .await
+        .expect("set");
+    assert_eq!(
+        (
+            set.client_id.as_str(),
+            set.cloud,
+            set.kind,
+            set.sealed.clone()
+        ),
+        (
+            "first",
+            GraphCloud::UsGov,
+            GraphCredentialKind::Certificate,
+            vec![1, 2, 3, 4]
+        )
+    );
+    assert!(matches!(
+        store.graph_credential(&only_b, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .record_token_outcome(a.id, now(), Some("refused; fix: consent"))
+        .await
+        .expect("record failure");
+    let read = store
+        .graph_credential(&TenantScope::All, a.id)
+        .await
+        .expect("read");
+    assert_eq!(
+        read.last_token_error.as_deref(),
+        Some("refused; fix: consent")
+    );
+    assert!(read.last_token_ok_at.is_none());
+    store
+        .record_token_outcome(a.id, now(), None)
+        .await
+        .expect("record success");
+    assert!(
+        store
+            .graph_credential(&TenantScope::All, a.id)
+            .await
+            .expect("read")
+            .last_token_ok_at
+            .is_some()
+    );
+    // Replacing starts the token history afresh.
+    let replaced = store
+        .put_graph_credential(&TenantScope::All, credential(a.id, "second"))
+        .await
+        .expect("replace");
+    assert_eq!(replaced.client_id, "second");
+    assert!(replaced.last_token_error.is_none() && replaced.last_token_ok_at.is_none());
+    assert!(matches!(
+        store.delete_graph_credential(&only_b, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .delete_graph_credential(&TenantScope::All, a.id)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        store.delete_graph_credential(&TenantScope::All, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn due_cloud_tenants_are_claimed_once(store: Arc<dyn Store>) {
+    let store = Arc::new(store);
+    let a = tenant(store.as_ref().as_ref(), "A").await;
+    let b = tenant(store.as_ref().as_ref(), "B").await;
+    let _without = tenant(store.as_ref().as_ref(), "No credential").await;
+    for t in [a.id, b.id] {
+        store
+            .put_graph_credential(&TenantScope::All, credential(t, "c"))
+            .await
+            .expect("set");
+    }
+    let later = now() + Duration::hours(1);
+    // Two replicas claiming at once get each due tenant exactly once between them.
+    let (one, two) = tokio::join!(
+        store.claim_due_cloud_tenants(now() + Duration::seconds(1), later, 10),
+        store.claim_due_cloud_tenants(now() + Duration::seconds(1), later, 10),
+    );
+    let mut claimed = [one.expect("claim"), two.expect("claim")].concat();
+    claimed.sort();
+    let mut expected = vec![a.id, b.id];
+    expected.sort();
+    assert_eq!(claimed, expected);
+    assert!(
+        store
+            .claim_due_cloud_tenants(now() + Duration::seconds(1), later, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "nothing is due until the next run"
+    );
+    store.set_next_cloud_run(a.id, now()).await.expect("move");
+    assert_eq!(
+        store
+            .claim_due_cloud_tenants(now() + Duration::seconds(1), later, 1)
+            .await
+            .expect("claim"),
+        vec![a.id]
+    );
+}
+
+async fn cloud_runs_are_kept_per_tenant_and_rolled_up(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let b = tenant(store, "B").await;
+    assert!(
+        store
+            .cloud_run(&TenantScope::All, a.id)
+            .await
+            .expect("none yet")
+            .is_none()
+    );
+    for t in [a.id, b.id] {
+        store
+            .put_graph_credential(&TenantScope::All, credential(t, "c"))
+            .await
+            .expect("set");
+    }
+    let at = now();
+    let run = CloudRun {
+        tenant_id: a.id,
+        results: vec![
+            result("tenant.writeback_licence", Status::Pass, at),
+            result("tenant.sspr_enabled", Status::Fail, at),
+        ],
+        sspr: SsprActivity {
+            since: Some(at - Duration::hours(24)),
+            total: 2,
+            failures: 2,
+            groups: vec![SsprActivityGroup {
+                activity: "Reset password (self-service)".into(),
+                result: "failure".into(),
+                reason: "UserNotLicensed".into(),
+                count: 2,
+                check_id: Some("tenant.user_licence".into()),
+                last_seen: Some(at),
+            }],
+            error: None,
+        },
+        started_at: at,
+        finished_at: at,
+    };
+    store.save_cloud_run(&run).await.expect("save");
+    let read = store
+        .cloud_run(&TenantScope::All, a.id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(read.results, run.results);
+    assert_eq!(read.sspr, run.sspr);
+    assert!(matches!(
+        store.cloud_run(&TenantScope::Only(vec![b.id]), a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let mut second = run.clone();
+    second.results = vec![result("tenant.writeback_licence", Status::Pass, at)];
+    store.save_cloud_run(&second).await.expect("replace");
+    assert_eq!(
+        store
+            .cloud_rollups(&TenantScope::All)
+            .await
+            .expect("rollups"),
+        vec![(a.id, Some(Status::Pass))]
+    );
+    assert!(
+        store
+            .cloud_rollups(&TenantScope::Only(vec![b.id]))
+            .await
+            .expect("rollups")
+            .is_empty()
+    );
+    // A run that finishes after its credential was removed leaves nothing behind.
+    store
+        .delete_graph_credential(&TenantScope::All, a.id)
+        .await
+        .expect("delete");
+    store.save_cloud_run(&run).await.expect("save is a no-op");
+    assert!(
+        store
+            .cloud_run(&TenantScope::All, a.id)
+            .await
+            .expect("read")
+            .is_none()
+    );
 }

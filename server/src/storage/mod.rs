@@ -188,7 +188,8 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         next_run_at: OffsetDateTime,
     ) -> Result<(), StoreError>;
-    /// Replaces a tenant's last cloud run.
+    /// Replaces a tenant's last cloud run; stores nothing when the tenant no longer has a Graph
+    /// credential (it was removed while the run went on).
     async fn save_cloud_run(&self, run: &CloudRun) -> Result<(), StoreError>;
     /// A tenant's last cloud run; `None` when none ran yet. `NotFound` when out of scope.
     async fn cloud_run(

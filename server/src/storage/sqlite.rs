@@ -1309,7 +1309,8 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO cloud_runs (tenant_id, results, sspr, worst, started_at, finished_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+             WHERE EXISTS (SELECT 1 FROM graph_credentials WHERE tenant_id = ?1) \
              ON CONFLICT (tenant_id) DO UPDATE SET results = excluded.results, \
                sspr = excluded.sspr, worst = excluded.worst, started_at = excluded.started_at, \
                finished_at = excluded.finished_at",

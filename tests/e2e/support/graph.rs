@@ -55,6 +55,8 @@ pub struct Directory {
     pub throttle_every: u32,
     /// Items per page of collections.
     pub page_size: usize,
+    /// How long every answer for this directory (token endpoint included) is held back.
+    pub delay: Option<std::time::Duration>,
     /// `organization`.
     pub organization: Value,
     /// `subscribedSkus`.
@@ -67,6 +69,8 @@ pub struct Directory {
     pub role_assignments: Vec<Value>,
     /// `userRegistrationDetails`.
     pub registrations: Vec<Value>,
+    /// Domains whose `authenticationType` is `Federated` (all others are `Managed`).
+    pub federated_domains: HashSet<String>,
     /// `authorizationPolicy.allowedToUseSSPR`.
     pub allowed_to_use_sspr: bool,
     /// `auditLogs/directoryAudits`.
@@ -168,6 +172,7 @@ impl Directory {
             denied: HashSet::new(),
             throttle_every: 0,
             page_size: 100,
+            delay: None,
             organization: json!({
                 "id": "84841066-274d-4ec0-a5c1-276be684bdd3",
                 "displayName": "Contoso",
@@ -223,6 +228,7 @@ impl Directory {
                 ),
                 registration("u-nolic", "nolicence@contoso.com", true, false, false),
             ],
+            federated_domains: HashSet::new(),
             allowed_to_use_sspr: true,
             audits: vec![
                 audit(
@@ -259,13 +265,17 @@ impl Directory {
         d.users = vec![
             user("u-synced-admin", "it.admin@contoso.com", true),
             user("u-adele", "adele@contoso.com", true),
+            user("u-fed-admin", "hia@fed.contoso.com", false),
         ];
         d.licences = HashMap::from([
             ("u-synced-admin".to_owned(), Vec::new()),
             ("u-adele".to_owned(), Vec::new()),
+            ("u-fed-admin".to_owned(), Vec::new()),
         ]);
+        d.federated_domains = HashSet::from(["fed.contoso.com".to_owned()]);
         d.role_assignments = vec![
             json!({"id": "r1", "principalId": "u-synced-admin", "roleDefinitionId": GLOBAL_ADMIN, "directoryScopeId": "/"}),
+            json!({"id": "r3", "principalId": "u-fed-admin", "roleDefinitionId": HYBRID_ADMIN, "directoryScopeId": "/"}),
             json!({"id": "r2", "principalId": "g-helpdesk-admins", "roleDefinitionId": HYBRID_ADMIN, "directoryScopeId": "/"}),
         ];
         d.registrations = vec![
@@ -441,6 +451,9 @@ async fn serve(
                     let Ok(mut tls) = acceptor.accept(tcp).await else { return };
                     // One request per connection (Connection: close).
                     let Some((head, body)) = read_request(&mut tls).await else { return };
+                    if let Some(delay) = delay_for(&state, &head) {
+                        tokio::time::sleep(delay).await;
+                    }
                     let (status, headers, body) = respond(&state, addr, &head, &body);
                     let reason = match status { 200 => "OK", 400 => "Bad Request", 401 => "Unauthorized", 403 => "Forbidden", 404 => "Not Found", 429 => "Too Many Requests", _ => "Error" };
                     let mut out = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
@@ -566,6 +579,26 @@ fn token_error(status: u16, error: &str, code: u64, text: &str) -> Response {
         })
         .to_string(),
     )
+}
+
+/// The delay of the directory a request is for: the token endpoint's path names it, a Graph
+/// request's bearer token maps to it.
+fn delay_for(state: &Mutex<State>, head: &str) -> Option<std::time::Duration> {
+    let state = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let target = head.lines().next()?.split(' ').nth(1)?;
+    let directory = if target.contains("/oauth2/v2.0/token") {
+        target.trim_start_matches('/').split('/').next()?.to_owned()
+    } else {
+        let token = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().trim_start_matches("Bearer ").to_owned())
+        })?;
+        state.tokens.get(&token)?.clone()
+    };
+    state.directories.get(&directory)?.delay
 }
 
 fn respond(state: &Mutex<State>, addr: SocketAddr, head: &str, body: &[u8]) -> Response {
@@ -829,6 +862,31 @@ fn respond(state: &Mutex<State>, addr: SocketAddr, head: &str, body: &[u8]) -> R
             page(
                 items,
                 "reports/authenticationMethods/userRegistrationDetails",
+            )
+        }
+        ["domains", name] => {
+            if deny("Domain.Read.All") {
+                return denied;
+            }
+            let federated = d.federated_domains.contains(&name.to_ascii_lowercase());
+            (
+                200,
+                Vec::new(),
+                json!({
+                    "authenticationType": if federated { "Federated" } else { "Managed" },
+                    "availabilityStatus": null,
+                    "id": name,
+                    "isAdminManaged": true,
+                    "isDefault": false,
+                    "isInitial": name.ends_with(".onmicrosoft.com"),
+                    "isRoot": true,
+                    "isVerified": true,
+                    "passwordNotificationWindowInDays": 14,
+                    "passwordValidityPeriodInDays": 2147483647,
+                    "supportedServices": ["Email", "OfficeCommunicationsOnline"],
+                    "state": null
+                })
+                .to_string(),
             )
         }
         ["policies", "authorizationPolicy"] => {

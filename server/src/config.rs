@@ -45,6 +45,56 @@ pub struct Config {
     /// `--secret-key-file`. For deployments that inject secrets through the environment.
     #[arg(long = "secret-key", env = "WBH_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<SecretString>,
+
+    /// Minutes a session token from `POST /api/v1/sign-in` stays valid.
+    #[arg(long, env = "WBH_SESSION_TOKEN_MINUTES", default_value_t = 60)]
+    pub session_token_minutes: u32,
+
+    /// Issuer (`iss`) of the external OIDC provider whose access tokens are accepted as bearer
+    /// tokens, such as `https://login.microsoftonline.com/<tenant id>/v2.0` for Entra ID.
+    /// Unset: no OIDC.
+    #[arg(long, env = "WBH_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// Accepted audiences (`aud`) of OIDC tokens, comma-separated: for Entra ID the API's
+    /// application id URI (`api://…`) or its client id.
+    #[arg(long, env = "WBH_OIDC_AUDIENCE", value_delimiter = ',')]
+    pub oidc_audience: Vec<String>,
+
+    /// The provider's JWKS URL; unset: `jwks_uri` from `<issuer>/.well-known/openid-configuration`.
+    #[arg(long, env = "WBH_OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+
+    /// A PEM file of extra CA certificates to trust when fetching the discovery document and
+    /// JWKS (besides the system's).
+    #[arg(long, env = "WBH_OIDC_CA_FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
+
+    /// TOML file mapping values of a token claim (`roles` or `groups`) to a wbhealth role and
+    /// tenants; see `deploy/oidc-role-map.example.toml`. Required with `--oidc-issuer`.
+    #[arg(long, env = "WBH_OIDC_ROLE_MAP")]
+    pub oidc_role_map: Option<PathBuf>,
+
+    /// Fewest seconds between two JWKS fetches caused by a token with an unknown key id.
+    #[arg(long, env = "WBH_OIDC_JWKS_REFETCH_SECONDS", default_value_t = 60)]
+    pub oidc_jwks_refetch_seconds: u32,
+}
+
+/// The validated OIDC settings.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// The expected `iss`.
+    pub issuer: String,
+    /// The accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Where the keys are; `None`: discover them from the issuer.
+    pub jwks_url: Option<String>,
+    /// Extra trusted CA certificates (PEM), if any.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// The claim mapping.
+    pub role_map: crate::oidc::RoleMap,
+    /// Fewest seconds between two fetches caused by an unknown key id.
+    pub refetch_interval: Duration,
 }
 
 /// How logs are written.
@@ -131,7 +181,97 @@ impl Config {
         if let Some(key) = &self.secret_key {
             self.secret_key_bytes(key)?;
         }
+        if !(1..=1440).contains(&self.session_token_minutes) {
+            return Err(ConfigError {
+                setting: "--session-token-minutes / WBH_SESSION_TOKEN_MINUTES",
+                problem: format!(
+                    "{} is out of range; use 1 to 1440 minutes",
+                    self.session_token_minutes
+                ),
+            });
+        }
+        self.oidc()?;
         Ok(())
+    }
+
+    /// The OIDC settings, with the role map read and checked; `None` without `--oidc-issuer`.
+    pub fn oidc(&self) -> Result<Option<OidcSettings>, ConfigError> {
+        let Some(issuer) = &self.oidc_issuer else {
+            if self.oidc_role_map.is_some()
+                || !self.oidc_audience.is_empty()
+                || self.oidc_jwks_url.is_some()
+            {
+                return Err(ConfigError {
+                    setting: "--oidc-issuer / WBH_OIDC_ISSUER",
+                    problem: "is not set but other --oidc-* settings are; set the provider's issuer URL or remove them".into(),
+                });
+            }
+            return Ok(None);
+        };
+        if !issuer.starts_with("https://") {
+            return Err(ConfigError {
+                setting: "--oidc-issuer / WBH_OIDC_ISSUER",
+                problem: format!(
+                    "{issuer:?} is not an https:// URL; use the provider's issuer exactly as its tokens carry it"
+                ),
+            });
+        }
+        let audiences: Vec<String> = self
+            .oidc_audience
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            return Err(ConfigError {
+                setting: "--oidc-audience / WBH_OIDC_AUDIENCE",
+                problem: "is required with --oidc-issuer; give the audience (aud) the provider puts in tokens for wbhealth".into(),
+            });
+        }
+        if let Some(url) = &self.oidc_jwks_url
+            && !url.starts_with("https://")
+        {
+            return Err(ConfigError {
+                setting: "--oidc-jwks-url / WBH_OIDC_JWKS_URL",
+                problem: format!("{url:?} is not an https:// URL"),
+            });
+        }
+        let extra_ca_pem = match &self.oidc_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| ConfigError {
+                setting: "--oidc-ca-file / WBH_OIDC_CA_FILE",
+                problem: format!(
+                    "cannot read {}: {e}; give a readable PEM file",
+                    path.display()
+                ),
+            })?),
+            None => None,
+        };
+        let Some(map_path) = &self.oidc_role_map else {
+            return Err(ConfigError {
+                setting: "--oidc-role-map / WBH_OIDC_ROLE_MAP",
+                problem: "is required with --oidc-issuer; write one like deploy/oidc-role-map.example.toml".into(),
+            });
+        };
+        let role_map = std::fs::read_to_string(map_path)
+            .map_err(|e| format!("cannot read {}: {e}", map_path.display()))
+            .and_then(|text| crate::oidc::RoleMap::parse(&text))
+            .map_err(|problem| ConfigError {
+                setting: "--oidc-role-map / WBH_OIDC_ROLE_MAP",
+                problem: format!("{problem}; see deploy/oidc-role-map.example.toml"),
+            })?;
+        Ok(Some(OidcSettings {
+            issuer: issuer.clone(),
+            audiences,
+            jwks_url: self.oidc_jwks_url.clone(),
+            extra_ca_pem,
+            role_map,
+            refetch_interval: Duration::from_secs(u64::from(self.oidc_jwks_refetch_seconds)),
+        }))
+    }
+
+    /// How long session tokens stay valid.
+    pub fn session_token_lifetime(&self) -> time::Duration {
+        time::Duration::minutes(i64::from(self.session_token_minutes))
     }
 
     fn secret_key_bytes(&self, key: &SecretString) -> Result<[u8; 32], ConfigError> {
@@ -172,6 +312,13 @@ impl Config {
                 base64::engine::general_purpose::STANDARD
                     .encode(crate::domain::MasterKey::generate()),
             )),
+            session_token_minutes: 60,
+            oidc_issuer: None,
+            oidc_audience: Vec::new(),
+            oidc_jwks_url: None,
+            oidc_ca_file: None,
+            oidc_role_map: None,
+            oidc_jwks_refetch_seconds: 60,
         }
     }
 }

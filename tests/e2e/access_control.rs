@@ -95,6 +95,16 @@ async fn world() -> anyhow::Result<(tempfile::TempDir, World)> {
             .await?;
         principals.push((label, id, secret));
     }
+    // A person signed in with a session token: the same walk must hold for users.
+    let (id, token) = server
+        .create_signed_in_user(
+            "technician@msp.example",
+            "technician",
+            &[&a.tenant],
+            "technician password",
+        )
+        .await?;
+    principals.push(("session technician", id, token));
     Ok((
         dir,
         World {
@@ -117,6 +127,8 @@ struct Operation {
     query: Vec<String>,
     /// A valid request body built from its schema, if it takes one.
     body: Option<Value>,
+    /// Whether it needs no credential (signing in): its security requirement is empty.
+    public: bool,
 }
 
 /// Every operation of the served OpenAPI document; request bodies are filled from their
@@ -139,6 +151,7 @@ fn operations(doc: &Value, uuid: &str) -> Vec<Operation> {
                 .as_object()
                 .map(|schema| sample(doc, &Value::Object(schema.clone()), uuid));
             ops.push(Operation {
+                public: op["security"] == json!([{}]),
                 method,
                 path: path
                     .strip_prefix("/api/v1")
@@ -301,6 +314,20 @@ async fn no_role_reads_or_changes_another_tenant_through_any_documented_operatio
     let mut walked = 0;
     for (label, _, secret) in &world.principals {
         for op in &ops {
+            if op.public {
+                // Signing in with the sample body's made-up name and password: refused,
+                // whoever asks.
+                let (status, body) = server
+                    .call_as(Some(secret), op.method.clone(), &op.path, op.body.clone())
+                    .await?;
+                assert_eq!(status, 401, "{label}: {} {}: {body}", op.method, op.path);
+                walked += 1;
+                continue;
+            }
+            if op.path == "/sign-out" && label.starts_with("session") {
+                // Would end this principal's own session; tests/e2e/jwt.rs signs out.
+                continue;
+            }
             let path = concrete(op, &foreign);
             let (status, body) = server
                 .call_as(Some(secret), op.method.clone(), &path, op.body.clone())
@@ -360,7 +387,7 @@ async fn no_role_reads_or_changes_another_tenant_through_any_documented_operatio
             }
         }
     }
-    assert!(walked >= 4 * 19, "walked {walked} calls");
+    assert!(walked >= 5 * 19, "walked {walked} calls");
     assert_eq!(
         snapshot(&world).await?,
         before,
@@ -381,7 +408,7 @@ async fn a_viewer_changes_nothing_even_in_its_own_tenant() -> anyhow::Result<()>
     let (_, _, viewer) = &world.principals[1];
     let before = snapshot(&world).await?;
     for op in operations(&doc, &world.a.tenant) {
-        if op.method == Method::GET {
+        if op.method == Method::GET || op.public {
             continue;
         }
         let path = concrete(&op, &own);
@@ -702,6 +729,7 @@ async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let mut child = Command::new(server_binary())
         .env("WBH_DATABASE_URL", sqlite_url(&dir))
+        .env("WBH_SECRET_KEY_FILE", dir.path().join("wbhealth.key"))
         .env("WBH_HTTP_ADDR", "127.0.0.1:0")
         .env("WBH_GRPC_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "debug")

@@ -13,6 +13,7 @@ mod bench;
 mod diagnose;
 mod directory_checks;
 mod host_snapshot;
+mod jwt;
 mod network_checks;
 mod peers;
 mod support;

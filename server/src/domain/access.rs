@@ -122,11 +122,19 @@ pub enum AuditAction {
     UserCreated,
     /// A user's tenant assignments were replaced.
     UserTenantsSet,
+    /// A user's password was set or cleared.
+    UserPasswordSet,
+    /// A user was deleted.
+    UserDeleted,
+    /// A user signed in and got a session token (the user is principal and target).
+    UserSignedIn,
+    /// A user signed out, revoking the session token (the user is principal and target).
+    UserSignedOut,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::TenantCreated,
         AuditAction::AgentEnrolled,
         AuditAction::AgentRunRequested,
@@ -136,6 +144,10 @@ impl AuditAction {
         AuditAction::ApiKeyRevoked,
         AuditAction::UserCreated,
         AuditAction::UserTenantsSet,
+        AuditAction::UserPasswordSet,
+        AuditAction::UserDeleted,
+        AuditAction::UserSignedIn,
+        AuditAction::UserSignedOut,
     ];
 
     /// The stable spelling stored and shown.
@@ -150,6 +162,10 @@ impl AuditAction {
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::UserCreated => "user.created",
             AuditAction::UserTenantsSet => "user.tenants_set",
+            AuditAction::UserPasswordSet => "user.password_set",
+            AuditAction::UserDeleted => "user.deleted",
+            AuditAction::UserSignedIn => "user.signed_in",
+            AuditAction::UserSignedOut => "user.signed_out",
         }
     }
 

@@ -6,8 +6,10 @@
 mod access;
 mod ids;
 mod model;
+pub mod password;
 mod scope;
 pub mod secrets;
+pub mod session_token;
 
 pub use access::{AuditAction, Operation, authorize};
 pub use ids::{AgentId, ApiKeyId, AuditEventId, EnrollmentTokenId, ReportId, TenantId, UserId};

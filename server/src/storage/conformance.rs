@@ -144,6 +144,8 @@ conformance!(
     api_keys_carry_their_tenants_and_operations,
     api_keys_are_listed_and_revoked,
     users_are_created_listed_and_assigned,
+    users_sign_in_by_name_and_are_deleted,
+    session_tokens_are_revoked_until_they_expire,
     audit_events_are_recorded_and_filtered,
     the_database_answers,
 );
@@ -1384,4 +1386,97 @@ async fn audit_events_are_recorded_and_filtered(store: Arc<dyn Store>) {
         .await
         .expect("bob");
     assert_eq!(by_bob.items, vec![recorded[1].clone()]);
+}
+
+async fn users_sign_in_by_name_and_are_deleted(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let bob = store
+        .create_user(NewUser {
+            name: "bob@msp.example".to_owned(),
+            role: Role::Viewer,
+            tenants: vec![a.id],
+        })
+        .await
+        .expect("create");
+    assert_eq!(
+        store
+            .user_by_name("bob@msp.example")
+            .await
+            .expect("by name"),
+        (bob.clone(), None),
+        "a new user has no password"
+    );
+    store
+        .set_user_password(bob.id, Some("$argon2id$stand-in".to_owned()))
+        .await
+        .expect("set password");
+    assert_eq!(
+        store
+            .user_by_name("bob@msp.example")
+            .await
+            .expect("by name"),
+        (bob.clone(), Some("$argon2id$stand-in".to_owned()))
+    );
+    assert!(matches!(
+        store.user_by_name("BOB@msp.example").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_user_password(UserId::new(), None).await,
+        Err(StoreError::NotFound)
+    ));
+
+    store.delete_user(bob.id).await.expect("delete");
+    assert!(matches!(
+        store.user(bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.user_by_name("bob@msp.example").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_user(bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    // The name is free again, and the tenant can still be assigned.
+    store
+        .create_user(NewUser {
+            name: "bob@msp.example".to_owned(),
+            role: Role::Viewer,
+            tenants: vec![a.id],
+        })
+        .await
+        .expect("the name is free again");
+}
+
+async fn session_tokens_are_revoked_until_they_expire(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let user = UserId::new();
+    let (old, live) = (Uuid::now_v7(), Uuid::now_v7());
+    let t0 = now();
+    assert!(!store.session_token_revoked(live).await.expect("read"));
+    store
+        .revoke_session_token(old, user, t0 + Duration::minutes(1), t0)
+        .await
+        .expect("revoke");
+    store
+        .revoke_session_token(live, user, t0 + Duration::hours(1), t0)
+        .await
+        .expect("revoke");
+    store
+        .revoke_session_token(live, user, t0 + Duration::hours(1), t0)
+        .await
+        .expect("revoking twice changes nothing");
+    assert!(store.session_token_revoked(old).await.expect("read"));
+    assert!(store.session_token_revoked(live).await.expect("read"));
+    // Once a token has expired its revocation is dropped; the token is refused by its expiry.
+    let later = t0 + Duration::minutes(2);
+    store
+        .revoke_session_token(Uuid::now_v7(), user, later + Duration::hours(1), later)
+        .await
+        .expect("revoke");
+    assert!(!store.session_token_revoked(old).await.expect("read"));
+    assert!(store.session_token_revoked(live).await.expect("read"));
 }

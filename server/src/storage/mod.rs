@@ -147,6 +147,30 @@ pub trait Store: Send + Sync + 'static {
         tenants: Vec<TenantId>,
     ) -> Result<User, StoreError>;
 
+    /// Sets or clears a user's password hash (an argon2id PHC string).
+    async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: Option<String>,
+    ) -> Result<(), StoreError>;
+    /// The user with this name and its password hash, for signing in; `NotFound` when no user
+    /// has the name.
+    async fn user_by_name(&self, name: &str) -> Result<(User, Option<String>), StoreError>;
+    /// Deletes a user and its assignments. Its session tokens stop working because the user
+    /// is gone; its audit events stay.
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
+    /// Refuses a session token (by its `jti`) until `expires_at`; revoking twice changes
+    /// nothing. Drops revocations of tokens that expired before `now`.
+    async fn revoke_session_token(
+        &self,
+        jti: uuid::Uuid,
+        user: UserId,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Whether the session token with this `jti` was revoked.
+    async fn session_token_revoked(&self, jti: uuid::Uuid) -> Result<bool, StoreError>;
+
     /// Appends an event to the audit log.
     async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError>;
     /// A page of audit events matching `filter`, oldest first.

@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::agent::server_binary;
+use crate::support::oidc::{FakeIdp, SigningKey};
 use crate::support::server::{TestServer, sqlite_url};
 
 /// Every operation an integration key may be granted.
@@ -43,6 +44,8 @@ struct Site {
 /// tenant A.
 struct World {
     server: TestServer,
+    /// The OIDC provider whose technician of tenant A is one of the principals.
+    _idp: FakeIdp,
     a: Site,
     b: Site,
     /// An API key and a user that belong with tenant B (global objects: administrators only).
@@ -105,10 +108,26 @@ async fn world() -> anyhow::Result<(tempfile::TempDir, World)> {
         )
         .await?;
     principals.push(("session technician", id, token));
+    // And a technician of tenant A at an external OIDC provider.
+    let idp_key = SigningKey::ec("walk")?;
+    let idp = FakeIdp::start(&[&idp_key])?;
+    let role_map = FakeIdp::role_map(
+        &dir,
+        "groups",
+        &[("walk-technicians-a", "technician", &[a.tenant.as_str()][..])],
+    )?;
+    let mut server = server;
+    server
+        .restart_with(|config| idp.configure(config, role_map))
+        .await?;
+    let mut claims = idp.claims("walk-subject", &[]);
+    claims["groups"] = json!(["walk-technicians-a"]);
+    principals.push(("oidc technician", String::new(), idp_key.sign(&claims)?));
     Ok((
         dir,
         World {
             server,
+            _idp: idp,
             a,
             b,
             b_key,
@@ -387,7 +406,7 @@ async fn no_role_reads_or_changes_another_tenant_through_any_documented_operatio
             }
         }
     }
-    assert!(walked >= 5 * 19, "walked {walked} calls");
+    assert!(walked >= 6 * 19, "walked {walked} calls");
     assert_eq!(
         snapshot(&world).await?,
         before,
@@ -727,7 +746,18 @@ async fn failed_authentication_is_rate_limited_per_address() -> anyhow::Result<(
 #[tokio::test]
 async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    let idp_key = SigningKey::ec("secrets")?;
+    let idp = FakeIdp::start(&[&idp_key])?;
+    let role_map = FakeIdp::role_map(
+        &dir,
+        "roles",
+        &[("Secrets.Admin", "administrator", &[][..])],
+    )?;
     let mut child = Command::new(server_binary())
+        .env("WBH_OIDC_ISSUER", &idp.issuer)
+        .env("WBH_OIDC_AUDIENCE", crate::support::oidc::AUDIENCE)
+        .env("WBH_OIDC_CA_FILE", idp.ca.pem_path())
+        .env("WBH_OIDC_ROLE_MAP", role_map)
         .env("WBH_DATABASE_URL", sqlite_url(&dir))
         .env("WBH_SECRET_KEY_FILE", dir.path().join("wbhealth.key"))
         .env("WBH_HTTP_ADDR", "127.0.0.1:0")
@@ -823,6 +853,60 @@ async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()
     let (s, _) = call(&tech, Method::GET, "/audit-events", None).await?;
     assert_eq!(s, 401);
 
+    // A user's password and session token.
+    let (s, user) = call(
+        &admin,
+        Method::POST,
+        "/users",
+        Some(json!({"name": "dora@msp.example", "role": "technician", "tenant_ids": [tenant]})),
+    )
+    .await?;
+    assert_eq!(s, 201, "{user}");
+    let user_id = user["id"].as_str().context("user id")?.to_owned();
+    let password = "dora's secret passphrase 42".to_owned();
+    let wrong_password = "dora's wrong passphrase 42".to_owned();
+    let (s, _) = call(
+        &admin,
+        Method::PUT,
+        &format!("/users/{user_id}/password"),
+        Some(json!({ "password": password })),
+    )
+    .await?;
+    assert_eq!(s, 204);
+    let (s, _) = call(
+        "",
+        Method::POST,
+        "/sign-in",
+        Some(json!({"name": "dora@msp.example", "password": wrong_password})),
+    )
+    .await?;
+    assert_eq!(s, 401);
+    let (s, session) = call(
+        "",
+        Method::POST,
+        "/sign-in",
+        Some(json!({"name": "dora@msp.example", "password": password})),
+    )
+    .await?;
+    assert_eq!(s, 200, "{session}");
+    let session = session["token"].as_str().context("token")?.to_owned();
+    let (s, _) = call(&session, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 200);
+    let (s, _) = call(&session, Method::POST, "/sign-out", None).await?;
+    assert_eq!(s, 204);
+    let (s, _) = call(&session, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 401);
+
+    // An OIDC provider's access tokens, accepted and refused.
+    let oidc = idp_key.sign(&idp.claims("secrets-subject", &["Secrets.Admin"]))?;
+    let mut wrong_audience = idp.claims("secrets-subject", &["Secrets.Admin"]);
+    wrong_audience["aud"] = json!("api://not-wbhealth");
+    let oidc_refused = idp_key.sign(&wrong_audience)?;
+    let (s, _) = call(&oidc, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 200);
+    let (s, _) = call(&oidc_refused, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 401);
+
     child.kill().context("stop the server")?;
     child.wait()?;
     out_thread.join().ok();
@@ -832,6 +916,26 @@ async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()
     assert!(
         logs.contains("api key created") && logs.contains("authentication failed"),
         "the logs were captured at debug level:\n{logs}"
+    );
+    assert!(
+        logs.contains("user signed in") && logs.contains("authentication refused"),
+        "sign-in and refusal reasons are logged at debug level:\n{logs}"
+    );
+    for (what, secret) in [
+        ("a password", &password),
+        ("a wrong password", &wrong_password),
+        ("a session token", &session),
+        ("an OIDC access token", &oidc),
+        ("a refused OIDC access token", &oidc_refused),
+    ] {
+        assert!(!logs.contains(secret.as_str()), "{what} is in the logs");
+    }
+    assert!(!responses.contains(password.as_str()));
+    assert!(!responses.contains(wrong_password.as_str()));
+    assert_eq!(
+        responses.matches(session.as_str()).count(),
+        1,
+        "the session token is only in the sign-in response"
     );
     for (what, secret) in [
         ("an issued API key", &tech),

@@ -439,6 +439,32 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
         .call_as(Some(&token), Method::GET, "/users", None)
         .await?;
     assert_eq!(s, 403, "a technician manages no users");
+    let tokens = format!("/tenants/{a}/enrollment-tokens");
+    let (s, body) = server
+        .call_as(Some(&token), Method::POST, &tokens, Some(json!({})))
+        .await?;
+    assert_eq!(s, 201, "a technician makes enrollment tokens: {body}");
+    let (s, body) = server
+        .call(
+            Method::PUT,
+            &format!("/users/{user}/role"),
+            Some(json!({"role": "viewer", "tenant_ids": [a]})),
+        )
+        .await?;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = server
+        .call_as(Some(&token), Method::POST, &tokens, Some(json!({})))
+        .await?;
+    assert_eq!(s, 403, "demoted to viewer: the same token no longer acts");
+    let (s, _) = server
+        .call_as(
+            Some(&token),
+            Method::GET,
+            &format!("/tenants/{a}/status"),
+            None,
+        )
+        .await?;
+    assert_eq!(s, 200, "but still reads");
     let (s, _) = server
         .call(
             Method::PUT,
@@ -494,7 +520,12 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
         .collect();
     assert_eq!(
         actions,
-        ["user.signed_in", "user.signed_in", "user.signed_out"],
+        [
+            "user.signed_in",
+            "enrollment_token.created",
+            "user.signed_in",
+            "user.signed_out"
+        ],
         "{log:#}"
     );
 

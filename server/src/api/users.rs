@@ -29,6 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(user, delete_user))
         .routes(routes!(set_user_tenants))
         .routes(routes!(set_user_password))
+        .routes(routes!(set_user_role))
 }
 
 /// A new user.
@@ -51,6 +52,18 @@ pub struct CreateUser {
 #[serde(deny_unknown_fields)]
 pub struct SetUserTenants {
     /// The tenants the user may see from now on.
+    pub tenant_ids: Vec<Uuid>,
+}
+
+/// A user's new role with the tenants that go with it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserRole {
+    /// What the user may do from now on: administrator, technician or viewer.
+    #[schema(example = "viewer")]
+    pub role: RoleName,
+    /// The tenants the user may see from now on; required for every role but administrator.
+    #[serde(default)]
     pub tenant_ids: Vec<Uuid>,
 }
 
@@ -363,4 +376,54 @@ async fn delete_user(
     .await?;
     tracing::info!(user_id = %id, by = %principal.name, "user deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes a user's role and tenant assignments together. The user's session tokens carry
+/// the change from their next request. Administrators only.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/role",
+    tag = "access",
+    params(("user_id" = Uuid, Path, description = "The user")),
+    request_body = SetUserRole,
+    responses(
+        (status = 200, description = "The user with its new role and assignments", body = UserView),
+        (status = 400, description = "Malformed body or id, or assignments that do not fit the role", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user, or a tenant in tenant_ids does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_user_role(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(user_id): Path<Uuid>,
+    Json(body): Json<SetUserRole>,
+) -> Result<ResponseJson<UserView>, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let id = UserId(user_id);
+    let role = Role::from(body.role);
+    if role == Role::Integration {
+        return Err(Error::invalid(
+            "integration is a role for API keys; give a user administrator, technician or viewer",
+        ));
+    }
+    check_assignments(role, &body.tenant_ids)?;
+    let user = state
+        .store
+        .set_user_role(
+            id,
+            role,
+            body.tenant_ids.iter().copied().map(TenantId).collect(),
+        )
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id} or a tenant in tenant_ids")))?;
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::UserRoleSet, None, Some(id.0)),
+    )
+    .await?;
+    tracing::info!(user_id = %id, role = role.as_str(), by = %principal.name, "user role set");
+    Ok(ResponseJson(user.into()))
 }

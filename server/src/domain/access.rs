@@ -122,6 +122,8 @@ pub enum AuditAction {
     UserCreated,
     /// A user's tenant assignments were replaced.
     UserTenantsSet,
+    /// A user's role (and with it its tenant assignments) was changed.
+    UserRoleSet,
     /// A user's password was set or cleared.
     UserPasswordSet,
     /// A user was deleted.
@@ -134,7 +136,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::TenantCreated,
         AuditAction::AgentEnrolled,
         AuditAction::AgentRunRequested,
@@ -144,6 +146,7 @@ impl AuditAction {
         AuditAction::ApiKeyRevoked,
         AuditAction::UserCreated,
         AuditAction::UserTenantsSet,
+        AuditAction::UserRoleSet,
         AuditAction::UserPasswordSet,
         AuditAction::UserDeleted,
         AuditAction::UserSignedIn,
@@ -162,6 +165,7 @@ impl AuditAction {
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::UserCreated => "user.created",
             AuditAction::UserTenantsSet => "user.tenants_set",
+            AuditAction::UserRoleSet => "user.role_set",
             AuditAction::UserPasswordSet => "user.password_set",
             AuditAction::UserDeleted => "user.deleted",
             AuditAction::UserSignedIn => "user.signed_in",

@@ -1427,6 +1427,43 @@ async fn users_sign_in_by_name_and_are_deleted(store: Arc<dyn Store>) {
         Err(StoreError::NotFound)
     ));
 
+    let c = tenant(store, "C").await;
+    let promoted = store
+        .set_user_role(bob.id, Role::Technician, vec![c.id, a.id, c.id])
+        .await
+        .expect("change role");
+    assert_eq!(
+        (promoted.role, promoted.tenants.clone()),
+        (Role::Technician, {
+            let mut both = vec![a.id, c.id];
+            both.sort();
+            both
+        })
+    );
+    assert_eq!(store.user(bob.id).await.expect("read"), promoted);
+    assert!(matches!(
+        store
+            .set_user_role(bob.id, Role::Viewer, vec![TenantId::new()])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.user(bob.id).await.expect("read"),
+        promoted,
+        "a failed change changes nothing"
+    );
+    let admin = store
+        .set_user_role(bob.id, Role::Administrator, vec![])
+        .await
+        .expect("promote");
+    assert_eq!((admin.role, admin.tenants), (Role::Administrator, vec![]));
+    assert!(matches!(
+        store
+            .set_user_role(UserId::new(), Role::Viewer, vec![])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
     store.delete_user(bob.id).await.expect("delete");
     assert!(matches!(
         store.user(bob.id).await,

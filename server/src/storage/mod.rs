@@ -19,7 +19,7 @@ use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditFilter,
     EnrollmentToken, EnrollmentTokenId, HostFacts, IngestOutcome, LatestResult, NewAgent,
     NewApiKey, NewAuditEvent, NewEnrollmentToken, NewTenant, NewUser, Page, PageRequest, Report,
-    ReportSummary, Tenant, TenantId, TenantScope, TokenRejection, User, UserId,
+    ReportSummary, Role, Tenant, TenantId, TenantScope, TokenRejection, User, UserId,
 };
 
 pub use error::StoreError;
@@ -147,6 +147,14 @@ pub trait Store: Send + Sync + 'static {
         tenants: Vec<TenantId>,
     ) -> Result<User, StoreError>;
 
+    /// Changes a user's role and replaces its tenant assignments in one step. A tenant that
+    /// does not exist is `NotFound` and changes nothing.
+    async fn set_user_role(
+        &self,
+        id: UserId,
+        role: Role,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError>;
     /// Sets or clears a user's password hash (an argon2id PHC string).
     async fn set_user_password(
         &self,

@@ -1041,6 +1041,41 @@ impl Store for PostgresStore {
         Ok(user)
     }
 
+    async fn set_user_role(
+        &self,
+        id: UserId,
+        role: crate::domain::Role,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError> {
+        let tenants = convert::distinct(tenants);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenants_exist(&mut tx, &tenants).await?;
+        sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO user_tenants (user_id, tenant_id) SELECT $1, t FROM UNNEST($2::uuid[]) AS t",
+        )
+        .bind(id.0)
+        .bind(uuids(&tenants))
+        .execute(&mut *tx)
+        .await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
     async fn set_user_password(
         &self,
         id: UserId,

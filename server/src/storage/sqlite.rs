@@ -1124,6 +1124,37 @@ impl Store for SqliteStore {
         Ok(user)
     }
 
+    async fn set_user_role(
+        &self,
+        id: UserId,
+        role: crate::domain::Role,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError> {
+        let tenants = convert::distinct(tenants);
+        let mut tx = self.begin_write().await?;
+        load_user(&mut tx, id).await?;
+        tenants_exist(&mut tx, &tenants).await?;
+        sqlx::query("UPDATE users SET role = ?2 WHERE id = ?1")
+            .bind(id_text(&id.0))
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = ?1")
+            .bind(id_text(&id.0))
+            .execute(&mut *tx)
+            .await?;
+        for tenant in &tenants {
+            sqlx::query("INSERT INTO user_tenants (user_id, tenant_id) VALUES (?1, ?2)")
+                .bind(id_text(&id.0))
+                .bind(id_text(&tenant.0))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
     async fn set_user_password(
         &self,
         id: UserId,

@@ -78,6 +78,68 @@ pub struct Config {
     /// Fewest seconds between two JWKS fetches caused by a token with an unknown key id.
     #[arg(long, env = "WBH_OIDC_JWKS_REFETCH_SECONDS", default_value_t = 60)]
     pub oidc_jwks_refetch_seconds: u32,
+
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For`
+    /// names the client, for the failed-authentication limit and the audit log. From any other
+    /// peer the header is ignored.
+    #[arg(long, env = "WBH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+/// An address or a CIDR range of addresses, such as `10.0.0.0/8` or `::1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let network: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR range such as 10.0.0.0/8"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a prefix length outside 0..={max}"))?
+        };
+        Ok(IpRange { network, prefix })
+    }
 }
 
 /// The validated OIDC settings.
@@ -319,6 +381,31 @@ impl Config {
             oidc_ca_file: None,
             oidc_role_map: None,
             oidc_jwks_refetch_seconds: 60,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IpRange;
+
+    #[test]
+    fn ip_ranges_contain_what_they_should() {
+        let range: IpRange = "10.1.0.0/16".parse().expect("range");
+        assert!(range.contains([10, 1, 200, 3].into()));
+        assert!(!range.contains([10, 2, 0, 1].into()));
+        let one: IpRange = "127.0.0.1".parse().expect("address");
+        assert!(one.contains([127, 0, 0, 1].into()));
+        assert!(!one.contains([127, 0, 0, 2].into()));
+        assert!(one.contains("::ffff:127.0.0.1".parse().expect("mapped")));
+        let all: IpRange = "0.0.0.0/0".parse().expect("everything");
+        assert!(all.contains([192, 0, 2, 1].into()));
+        let v6: IpRange = "fd00::/8".parse().expect("v6");
+        assert!(v6.contains("fd12::1".parse().expect("v6")));
+        assert!(!v6.contains([10, 0, 0, 1].into()));
+        for bad in ["10.0.0.0/33", "proxy.example", "fd00::/129", "10.0.0.0/x"] {
+            assert!(bad.parse::<IpRange>().is_err(), "{bad}");
         }
     }
 }

@@ -961,3 +961,70 @@ async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()
     assert!(!responses.contains(admin.as_str()));
     Ok(())
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_audited() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_with(&sqlite_url(&dir), |config| {
+        config.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    })
+    .await?;
+    let send = async |from: u8, forwarded: Option<&str>, key: &str, body: Option<Value>| {
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, from]))
+            .build()?;
+        let mut request = match body {
+            Some(body) => client
+                .post(format!("{}/api/v1/tenants", server.base_url()))
+                .json(&body),
+            None => client.get(format!("{}/api/v1/tenants", server.base_url())),
+        }
+        .bearer_auth(key);
+        if let Some(forwarded) = forwarded {
+            request = request.header("x-forwarded-for", forwarded);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        anyhow::Ok((status, response.json::<Value>().await?))
+    };
+    // A client behind the proxy fails ten times; the address it made up in front is ignored.
+    let spoofed = Some("198.51.100.1, 203.0.113.7");
+    for i in 0..10 {
+        let (s, _) = send(1, spoofed, &format!("wbh_key_guess{i}"), None).await?;
+        assert_eq!(s, 401);
+    }
+    let (s, _) = send(1, spoofed, "wbh_key_guess-again", None).await?;
+    assert_eq!(s, 429, "the forwarded client is limited");
+    let (s, _) = send(1, Some("203.0.113.7"), "wbh_key_guess-again", None).await?;
+    assert_eq!(
+        s, 429,
+        "it was counted as 203.0.113.7, not by the address it made up"
+    );
+    let (s, _) = send(1, Some("203.0.113.8"), "wbh_key_guess-again", None).await?;
+    assert_eq!(s, 401, "another client behind the same proxy is not");
+
+    // The audit log names the forwarded client, but only a trusted proxy may forward.
+    let admin = server.key().to_owned();
+    for (from, forwarded, name, expected) in [
+        (1, "203.0.113.9", "Through the proxy", "203.0.113.9"),
+        (2, "203.0.113.10", "Claiming an address", "127.0.0.2"),
+    ] {
+        let (s, tenant) = send(
+            from,
+            Some(forwarded),
+            &admin,
+            Some(json!({"name": name, "entra_tenant_id": uuid::Uuid::new_v4()})),
+        )
+        .await?;
+        assert_eq!(s, 201, "{tenant}");
+        let log = server
+            .get(&format!(
+                "/audit-events?tenant_id={}",
+                tenant["id"].as_str().context("id")?
+            ))
+            .await?;
+        assert_eq!(log["items"][0]["client_ip"], expected, "{log:#}");
+    }
+    Ok(())
+}

@@ -200,13 +200,46 @@ pub async fn require_principal(
     mut request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    let client_ip = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
+    let client_ip = client_ip(&state, peer, request.headers());
     let principal = authenticate(&state, request.headers(), client_ip).await?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+/// The client's address: the TCP peer, or, when the peer is a configured trusted proxy, the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy itself (read right to
+/// left, so a client cannot put a made-up address in front of the proxy's).
+pub(crate) fn client_ip(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let trusted = |ip: IpAddr| state.config.trusted_proxies.iter().any(|r| r.contains(ip));
+    if !trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 /// The one answer to every failed authentication, whatever check failed.

@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::audit;
-use super::auth::{Principal, failed, refuse_if_throttled};
+use super::auth::{Principal, client_ip, failed, refuse_if_throttled};
 use super::problem::{Json, Problem};
 use crate::AppState;
 use crate::domain::{AuditAction, password};
@@ -79,9 +79,11 @@ pub struct SessionTokenView {
 async fn sign_in(
     State(state): State<AppState>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: http::HeaderMap,
     Json(body): Json<SignIn>,
 ) -> Result<ResponseJson<SessionTokenView>, Error> {
-    let client_ip = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let peer = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let client_ip = client_ip(&state, peer, &headers);
     refuse_if_throttled(&state, client_ip)?;
     let found = match state.store.user_by_name(&body.name).await {
         Ok(found) => Some(found),

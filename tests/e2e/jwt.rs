@@ -410,6 +410,18 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
         .create_signed_in_user("alice@msp.example", "technician", &[&a], password)
         .await?;
 
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/sign-in", server.base_url()))
+        .json(&json!({"name": "alice@msp.example", "password": password}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-store",
+        "a token response is not cached"
+    );
+
     // Wrong password, unknown name, a user without password: the same 401.
     let (s1, wrong) = server
         .sign_in("alice@msp.example", "not her password")
@@ -521,6 +533,7 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
     assert_eq!(
         actions,
         [
+            "user.signed_in",
             "user.signed_in",
             "enrollment_token.created",
             "user.signed_in",

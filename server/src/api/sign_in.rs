@@ -81,7 +81,13 @@ async fn sign_in(
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: http::HeaderMap,
     Json(body): Json<SignIn>,
-) -> Result<ResponseJson<SessionTokenView>, Error> {
+) -> Result<
+    (
+        [(http::HeaderName, &'static str); 1],
+        ResponseJson<SessionTokenView>,
+    ),
+    Error,
+> {
     let peer = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
     let client_ip = client_ip(&state, peer, &headers);
     refuse_if_throttled(&state, client_ip)?;
@@ -119,11 +125,15 @@ async fn sign_in(
     )
     .await?;
     tracing::info!(user_id = %principal.id, session = %issued.jti, "user signed in");
-    Ok(ResponseJson(SessionTokenView {
-        token: issued.token,
-        token_type: "Bearer",
-        expires_at: issued.expires_at,
-    }))
+    // A token response must not be kept by caches (RFC 6749 §5.1).
+    Ok((
+        [(http::header::CACHE_CONTROL, "no-store")],
+        ResponseJson(SessionTokenView {
+            token: issued.token,
+            token_type: "Bearer",
+            expires_at: issued.expires_at,
+        }),
+    ))
 }
 
 /// Signs out: revokes the session token this request carries, at once and on every replica.

@@ -11,3 +11,11 @@ CREATE TABLE revoked_session_tokens (
 );
 
 CREATE INDEX revoked_session_tokens_expiry ON revoked_session_tokens (expires_at);
+
+-- An API key created by a signed-in user belongs to that user: it stops working when the user
+-- is deleted and never does more, or sees more tenants, than the user may now. (No foreign key
+-- to users: the row outlives the user, and the key is refused because its owner is gone.)
+CREATE TABLE api_key_owners (
+    api_key_id uuid NOT NULL PRIMARY KEY REFERENCES api_keys (id),
+    user_id    uuid NOT NULL
+);

@@ -630,3 +630,114 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn api_keys_a_user_creates_never_outrank_or_outlive_the_user() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&sqlite_url(&dir)).await?;
+    let a = server.create_tenant("Alpha Corp").await?;
+    let b = server.create_tenant("Bravo Ltd").await?;
+    let (user, session) = server
+        .create_signed_in_user(
+            "root@msp.example",
+            "administrator",
+            &[],
+            "root's long password",
+        )
+        .await?;
+    let new_key = json!({"name": "script", "role": "technician", "tenant_ids": [a, b]});
+    let (s, created) = server
+        .call_as(
+            Some(&session),
+            Method::POST,
+            "/api-keys",
+            Some(new_key.clone()),
+        )
+        .await?;
+    assert_eq!(s, 201, "{created}");
+    let key = created["key"].as_str().context("key")?.to_owned();
+    let (_, unbound) = server
+        .create_key("unbound", "technician", &[&a, &b], &[])
+        .await?;
+    let tenants_of = async |key: &str| {
+        let (s, page) = server
+            .call_as(Some(key), Method::GET, "/tenants", None)
+            .await?;
+        anyhow::ensure!(s == 200, "{s}: {page}");
+        let mut ids: Vec<String> = page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        anyhow::Ok(ids)
+    };
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
+    assert_eq!(tenants_of(&key).await?, both);
+
+    // The owner is demoted to a technician of A: the key sees A only.
+    let demote = async |role: &str| {
+        let (s, body) = server
+            .call(
+                Method::PUT,
+                &format!("/users/{user}/role"),
+                Some(json!({"role": role, "tenant_ids": [a]})),
+            )
+            .await?;
+        anyhow::ensure!(s == 200, "{s}: {body}");
+        anyhow::Ok(())
+    };
+    demote("technician").await?;
+    assert_eq!(tenants_of(&key).await?, vec![a.clone()]);
+    let (s, _) = server
+        .call_as(
+            Some(&key),
+            Method::GET,
+            &format!("/tenants/{b}/status"),
+            None,
+        )
+        .await?;
+    assert_eq!(s, 404);
+    let tokens = format!("/tenants/{a}/enrollment-tokens");
+    let (s, _) = server
+        .call_as(Some(&key), Method::POST, &tokens, Some(json!({})))
+        .await?;
+    assert_eq!(
+        s, 201,
+        "a technician's key acts while its owner is a technician"
+    );
+
+    // ... then to a viewer: the technician key no longer acts, it only reads.
+    demote("viewer").await?;
+    let (s, _) = server
+        .call_as(Some(&key), Method::POST, &tokens, Some(json!({})))
+        .await?;
+    assert_eq!(s, 403);
+    let (s, _) = server
+        .call_as(
+            Some(&key),
+            Method::GET,
+            &format!("/tenants/{a}/status"),
+            None,
+        )
+        .await?;
+    assert_eq!(s, 200);
+    assert_eq!(
+        tenants_of(&unbound).await?,
+        both,
+        "a key made with an API key belongs to nobody"
+    );
+
+    // The owner is deleted: the key is dead.
+    let (s, _) = server
+        .call(Method::DELETE, &format!("/users/{user}"), None)
+        .await?;
+    assert_eq!(s, 204);
+    let (s, _) = server
+        .call_as(Some(&key), Method::GET, "/tenants", None)
+        .await?;
+    assert_eq!(s, 401, "a deleted user's keys are refused");
+    Ok(())
+}

@@ -70,6 +70,8 @@ pub struct Principal {
     pub client_ip: Option<IpAddr>,
     /// For a user signed in with a session token, that token's claims (for signing out).
     pub session: Option<SessionClaims>,
+    /// For an API key a user created, that user's role now: the key never does more.
+    pub ceiling: Option<Role>,
 }
 
 /// The scope of a role with these assignments.
@@ -92,6 +94,7 @@ impl Principal {
             scope: scope_of(key.role, key.tenants),
             client_ip,
             session: None,
+            ceiling: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl Principal {
             scope: scope_of(user.role, user.tenants),
             client_ip,
             session: None,
+            ceiling: None,
         }
     }
 
@@ -120,12 +124,30 @@ impl Principal {
             scope: scope_of(identity.role, identity.tenants),
             client_ip,
             session: None,
+            ceiling: None,
         }
+    }
+
+    /// Limits an API key to what its owner, as the store has the user now, may do and see.
+    pub fn cap_to_owner(&mut self, owner: User) {
+        self.ceiling = Some(owner.role);
+        let owner_scope = scope_of(owner.role, owner.tenants);
+        self.scope = match (
+            std::mem::replace(&mut self.scope, TenantScope::All),
+            owner_scope,
+        ) {
+            (TenantScope::All, scope) | (scope, TenantScope::All) => scope,
+            (TenantScope::Only(mine), TenantScope::Only(theirs)) => {
+                TenantScope::Only(mine.into_iter().filter(|t| theirs.contains(t)).collect())
+            }
+        };
     }
 
     /// `Forbidden` unless the principal may perform `op` (on the tenants in its scope).
     pub fn require(&self, op: Operation) -> Result<(), Error> {
-        if authorize(self.role, Some(&self.operations), op) {
+        if authorize(self.role, Some(&self.operations), op)
+            && self.ceiling.is_none_or(|owner| authorize(owner, None, op))
+        {
             Ok(())
         } else {
             Err(Error::new(
@@ -342,7 +364,22 @@ async fn authenticate(
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
         return Err(failed(state, client_ip, &"revoked or expired API key"));
     }
-    Ok(Principal::from_api_key(key, client_ip))
+    let owner = state
+        .store
+        .api_key_owner(key.id)
+        .await
+        .map_err(|e| Error::from_store(e, "API key"))?;
+    let mut principal = Principal::from_api_key(key, client_ip);
+    if let Some(owner) = owner {
+        match state.store.user(owner).await {
+            Ok(user) => principal.cap_to_owner(user),
+            Err(StoreError::NotFound) => {
+                return Err(failed(state, client_ip, &"API key of a deleted user"));
+            }
+            Err(e) => return Err(Error::from_store(e, "user")),
+        }
+    }
+    Ok(principal)
 }
 
 /// The principal of a session token: the user as the store has it now.

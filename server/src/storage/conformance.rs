@@ -146,6 +146,7 @@ conformance!(
     users_are_created_listed_and_assigned,
     users_sign_in_by_name_and_are_deleted,
     session_tokens_are_revoked_until_they_expire,
+    api_keys_remember_the_user_who_created_them,
     audit_events_are_recorded_and_filtered,
     the_database_answers,
 );
@@ -1516,4 +1517,31 @@ async fn session_tokens_are_revoked_until_they_expire(store: Arc<dyn Store>) {
         .expect("revoke");
     assert!(!store.session_token_revoked(old).await.expect("read"));
     assert!(store.session_token_revoked(live).await.expect("read"));
+}
+
+async fn api_keys_remember_the_user_who_created_them(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let owned = store
+        .create_api_key(scoped_key("owned", Role::Administrator, vec![], vec![]))
+        .await
+        .expect("create");
+    let plain = store
+        .create_api_key(scoped_key("plain", Role::Administrator, vec![], vec![]))
+        .await
+        .expect("create");
+    let user = UserId::new();
+    assert_eq!(store.api_key_owner(owned.id).await.expect("read"), None);
+    store
+        .set_api_key_owner(owned.id, user)
+        .await
+        .expect("set owner");
+    assert_eq!(
+        store.api_key_owner(owned.id).await.expect("read"),
+        Some(user)
+    );
+    assert_eq!(store.api_key_owner(plain.id).await.expect("read"), None);
+    assert!(matches!(
+        store.set_api_key_owner(ApiKeyId::new(), user).await,
+        Err(StoreError::NotFound)
+    ));
 }

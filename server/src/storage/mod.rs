@@ -155,6 +155,11 @@ pub trait Store: Send + Sync + 'static {
         role: Role,
         tenants: Vec<TenantId>,
     ) -> Result<User, StoreError>;
+    /// Records that `user` created (and owns) the API key. A key that does not exist is
+    /// `NotFound`.
+    async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError>;
+    /// The user who owns the API key, if a user created it.
+    async fn api_key_owner(&self, key: ApiKeyId) -> Result<Option<UserId>, StoreError>;
     /// Sets or clears a user's password hash (an argon2id PHC string).
     async fn set_user_password(
         &self,

@@ -1076,6 +1076,34 @@ impl Store for PostgresStore {
         Ok(user)
     }
 
+    async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM api_keys WHERE id = $1")
+            .bind(key.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "INSERT INTO api_key_owners (api_key_id, user_id) VALUES ($1, $2) \
+             ON CONFLICT (api_key_id) DO UPDATE SET user_id = excluded.user_id",
+        )
+        .bind(key.0)
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_key_owner(&self, key: ApiKeyId) -> Result<Option<UserId>, StoreError> {
+        let owner: Option<(Uuid,)> =
+            sqlx::query_as("SELECT user_id FROM api_key_owners WHERE api_key_id = $1")
+                .bind(key.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(owner.map(|(id,)| UserId(id)))
+    }
+
     async fn set_user_password(
         &self,
         id: UserId,

@@ -1155,6 +1155,37 @@ impl Store for SqliteStore {
         Ok(user)
     }
 
+    async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM api_keys WHERE id = ?1")
+            .bind(id_text(&key.0))
+            .fetch_optional(&mut *tx)
+            .await?;
+        exists.ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "INSERT INTO api_key_owners (api_key_id, user_id) VALUES (?1, ?2) \
+             ON CONFLICT (api_key_id) DO UPDATE SET user_id = excluded.user_id",
+        )
+        .bind(id_text(&key.0))
+        .bind(id_text(&user.0))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_key_owner(&self, key: ApiKeyId) -> Result<Option<UserId>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let owner: Option<(String,)> =
+            sqlx::query_as("SELECT user_id FROM api_key_owners WHERE api_key_id = ?1")
+                .bind(id_text(&key.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+        owner
+            .map(|(id,)| id_of(&id, "api key owner").map(UserId))
+            .transpose()
+    }
+
     async fn set_user_password(
         &self,
         id: UserId,

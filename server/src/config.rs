@@ -388,7 +388,54 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::IpRange;
+    use super::{Config, IpRange};
+
+    #[test]
+    fn bad_oidc_settings_name_the_setting_and_the_fix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let map = dir.path().join("map.toml");
+        std::fs::write(
+            &map,
+            "claim = \"roles\"\n[[grant]]\nvalue = \"a\"\nrole = \"administrator\"\n",
+        )
+        .expect("write the map");
+        let good = || {
+            let mut config = Config::for_tests("sqlite://x.db");
+            config.oidc_issuer = Some("https://login.example/tenant/v2.0".into());
+            config.oidc_audience = vec!["api://wbhealth".into()];
+            config.oidc_role_map = Some(map.clone());
+            config
+        };
+        assert!(good().validate().is_ok());
+        type Change<'a> = &'a dyn Fn(&mut Config);
+        let cases: [(Change, &str); 6] = [
+            (
+                &|c| c.oidc_issuer = Some("http://login.example".into()),
+                "--oidc-issuer",
+            ),
+            (&|c| c.oidc_audience.clear(), "--oidc-audience"),
+            (&|c| c.oidc_role_map = None, "--oidc-role-map"),
+            (
+                &|c| c.oidc_role_map = Some("/nonexistent/map.toml".into()),
+                "--oidc-role-map",
+            ),
+            (
+                &|c| c.oidc_jwks_url = Some("http://keys.example".into()),
+                "--oidc-jwks-url",
+            ),
+            (&|c| c.oidc_issuer = None, "--oidc-issuer"),
+        ];
+        for (change, setting) in cases {
+            let mut config = good();
+            change(&mut config);
+            let e = config.validate().expect_err(setting);
+            assert!(e.setting.starts_with(setting), "{setting}: {e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+        let mut config = Config::for_tests("sqlite://x.db");
+        config.session_token_minutes = 0;
+        assert!(config.validate().is_err());
+    }
 
     #[test]
     fn ip_ranges_contain_what_they_should() {

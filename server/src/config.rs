@@ -74,6 +74,117 @@ pub struct Config {
     /// A PEM file of extra CA certificates trusted for login and Graph, besides the system's.
     #[arg(long, env = "WBH_GRAPH_CA_FILE")]
     pub graph_ca_file: Option<PathBuf>,
+    /// Minutes a session token from `POST /api/v1/sign-in` stays valid.
+    #[arg(long, env = "WBH_SESSION_TOKEN_MINUTES", default_value_t = 60)]
+    pub session_token_minutes: u32,
+
+    /// Issuer (`iss`) of the external OIDC provider whose access tokens are accepted as bearer
+    /// tokens, such as `https://login.microsoftonline.com/<tenant id>/v2.0` for Entra ID.
+    /// Unset: no OIDC.
+    #[arg(long, env = "WBH_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// Accepted audiences (`aud`) of OIDC tokens, comma-separated: for Entra ID the API's
+    /// application id URI (`api://…`) or its client id.
+    #[arg(long, env = "WBH_OIDC_AUDIENCE", value_delimiter = ',')]
+    pub oidc_audience: Vec<String>,
+
+    /// The provider's JWKS URL; unset: `jwks_uri` from `<issuer>/.well-known/openid-configuration`.
+    #[arg(long, env = "WBH_OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+
+    /// A PEM file of extra CA certificates to trust when fetching the discovery document and
+    /// JWKS (besides the system's).
+    #[arg(long, env = "WBH_OIDC_CA_FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
+
+    /// TOML file mapping values of a token claim (`roles` or `groups`) to a wbhealth role and
+    /// tenants; see `deploy/oidc-role-map.example.toml`. Required with `--oidc-issuer`.
+    #[arg(long, env = "WBH_OIDC_ROLE_MAP")]
+    pub oidc_role_map: Option<PathBuf>,
+
+    /// Fewest seconds between two JWKS fetches caused by a token with an unknown key id.
+    #[arg(long, env = "WBH_OIDC_JWKS_REFETCH_SECONDS", default_value_t = 60)]
+    pub oidc_jwks_refetch_seconds: u32,
+
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For`
+    /// names the client, for the failed-authentication limit and the audit log. From any other
+    /// peer the header is ignored.
+    #[arg(long, env = "WBH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+/// An address or a CIDR range of addresses, such as `10.0.0.0/8` or `::1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let network: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR range such as 10.0.0.0/8"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a prefix length outside 0..={max}"))?
+        };
+        Ok(IpRange { network, prefix })
+    }
+}
+
+/// The validated OIDC settings.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// The expected `iss`.
+    pub issuer: String,
+    /// The accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Where the keys are; `None`: discover them from the issuer.
+    pub jwks_url: Option<String>,
+    /// Extra trusted CA certificates (PEM), if any.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// The claim mapping.
+    pub role_map: crate::oidc::RoleMap,
+    /// Fewest seconds between two fetches caused by an unknown key id.
+    pub refetch_interval: Duration,
 }
 
 /// How logs are written.
@@ -225,7 +336,97 @@ impl Config {
                 ),
             });
         }
+        if !(1..=1440).contains(&self.session_token_minutes) {
+            return Err(ConfigError {
+                setting: "--session-token-minutes / WBH_SESSION_TOKEN_MINUTES",
+                problem: format!(
+                    "{} is out of range; use 1 to 1440 minutes",
+                    self.session_token_minutes
+                ),
+            });
+        }
+        self.oidc()?;
         Ok(())
+    }
+
+    /// The OIDC settings, with the role map read and checked; `None` without `--oidc-issuer`.
+    pub fn oidc(&self) -> Result<Option<OidcSettings>, ConfigError> {
+        let Some(issuer) = &self.oidc_issuer else {
+            if self.oidc_role_map.is_some()
+                || !self.oidc_audience.is_empty()
+                || self.oidc_jwks_url.is_some()
+            {
+                return Err(ConfigError {
+                    setting: "--oidc-issuer / WBH_OIDC_ISSUER",
+                    problem: "is not set but other --oidc-* settings are; set the provider's issuer URL or remove them".into(),
+                });
+            }
+            return Ok(None);
+        };
+        if !issuer.starts_with("https://") {
+            return Err(ConfigError {
+                setting: "--oidc-issuer / WBH_OIDC_ISSUER",
+                problem: format!(
+                    "{issuer:?} is not an https:// URL; use the provider's issuer exactly as its tokens carry it"
+                ),
+            });
+        }
+        let audiences: Vec<String> = self
+            .oidc_audience
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            return Err(ConfigError {
+                setting: "--oidc-audience / WBH_OIDC_AUDIENCE",
+                problem: "is required with --oidc-issuer; give the audience (aud) the provider puts in tokens for wbhealth".into(),
+            });
+        }
+        if let Some(url) = &self.oidc_jwks_url
+            && !url.starts_with("https://")
+        {
+            return Err(ConfigError {
+                setting: "--oidc-jwks-url / WBH_OIDC_JWKS_URL",
+                problem: format!("{url:?} is not an https:// URL"),
+            });
+        }
+        let extra_ca_pem = match &self.oidc_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| ConfigError {
+                setting: "--oidc-ca-file / WBH_OIDC_CA_FILE",
+                problem: format!(
+                    "cannot read {}: {e}; give a readable PEM file",
+                    path.display()
+                ),
+            })?),
+            None => None,
+        };
+        let Some(map_path) = &self.oidc_role_map else {
+            return Err(ConfigError {
+                setting: "--oidc-role-map / WBH_OIDC_ROLE_MAP",
+                problem: "is required with --oidc-issuer; write one like deploy/oidc-role-map.example.toml".into(),
+            });
+        };
+        let role_map = std::fs::read_to_string(map_path)
+            .map_err(|e| format!("cannot read {}: {e}", map_path.display()))
+            .and_then(|text| crate::oidc::RoleMap::parse(&text))
+            .map_err(|problem| ConfigError {
+                setting: "--oidc-role-map / WBH_OIDC_ROLE_MAP",
+                problem: format!("{problem}; see deploy/oidc-role-map.example.toml"),
+            })?;
+        Ok(Some(OidcSettings {
+            issuer: issuer.clone(),
+            audiences,
+            jwks_url: self.oidc_jwks_url.clone(),
+            extra_ca_pem,
+            role_map,
+            refetch_interval: Duration::from_secs(u64::from(self.oidc_jwks_refetch_seconds)),
+        }))
+    }
+
+    /// How long session tokens stay valid.
+    pub fn session_token_lifetime(&self) -> time::Duration {
+        time::Duration::minutes(i64::from(self.session_token_minutes))
     }
 
     fn secret_key_bytes(&self, key: &SecretString) -> Result<[u8; 32], ConfigError> {
@@ -273,13 +474,87 @@ impl Config {
             graph_authority_url: None,
             graph_base_url: None,
             graph_ca_file: None,
+            session_token_minutes: 60,
+            oidc_issuer: None,
+            oidc_audience: Vec::new(),
+            oidc_jwks_url: None,
+            oidc_ca_file: None,
+            oidc_role_map: None,
+            oidc_jwks_refetch_seconds: 60,
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Config, IpRange, PathBuf};
+
+    #[test]
+    fn bad_oidc_settings_name_the_setting_and_the_fix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let map = dir.path().join("map.toml");
+        std::fs::write(
+            &map,
+            "claim = \"roles\"\n[[grant]]\nvalue = \"a\"\nrole = \"administrator\"\n",
+        )
+        .expect("write the map");
+        let good = || {
+            let mut config = Config::for_tests("sqlite://x.db");
+            config.oidc_issuer = Some("https://login.example/tenant/v2.0".into());
+            config.oidc_audience = vec!["api://wbhealth".into()];
+            config.oidc_role_map = Some(map.clone());
+            config
+        };
+        assert!(good().validate().is_ok());
+        type Change<'a> = &'a dyn Fn(&mut Config);
+        let cases: [(Change, &str); 6] = [
+            (
+                &|c| c.oidc_issuer = Some("http://login.example".into()),
+                "--oidc-issuer",
+            ),
+            (&|c| c.oidc_audience.clear(), "--oidc-audience"),
+            (&|c| c.oidc_role_map = None, "--oidc-role-map"),
+            (
+                &|c| c.oidc_role_map = Some("/nonexistent/map.toml".into()),
+                "--oidc-role-map",
+            ),
+            (
+                &|c| c.oidc_jwks_url = Some("http://keys.example".into()),
+                "--oidc-jwks-url",
+            ),
+            (&|c| c.oidc_issuer = None, "--oidc-issuer"),
+        ];
+        for (change, setting) in cases {
+            let mut config = good();
+            change(&mut config);
+            let e = config.validate().expect_err(setting);
+            assert!(e.setting.starts_with(setting), "{setting}: {e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+        let mut config = Config::for_tests("sqlite://x.db");
+        config.session_token_minutes = 0;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn ip_ranges_contain_what_they_should() {
+        let range: IpRange = "10.1.0.0/16".parse().expect("range");
+        assert!(range.contains([10, 1, 200, 3].into()));
+        assert!(!range.contains([10, 2, 0, 1].into()));
+        let one: IpRange = "127.0.0.1".parse().expect("address");
+        assert!(one.contains([127, 0, 0, 1].into()));
+        assert!(!one.contains([127, 0, 0, 2].into()));
+        assert!(one.contains("::ffff:127.0.0.1".parse().expect("mapped")));
+        let all: IpRange = "0.0.0.0/0".parse().expect("everything");
+        assert!(all.contains([192, 0, 2, 1].into()));
+        let v6: IpRange = "fd00::/8".parse().expect("v6");
+        assert!(v6.contains("fd12::1".parse().expect("v6")));
+        assert!(!v6.contains([10, 0, 0, 1].into()));
+        for bad in ["10.0.0.0/33", "proxy.example", "fd00::/129", "10.0.0.0/x"] {
+            assert!(bad.parse::<IpRange>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn bad_cloud_check_settings_name_the_setting_and_the_fix() {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod oidc;
 pub mod sessions;
 pub mod storage;
 pub mod telemetry;
@@ -23,7 +24,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::domain::session_token::SessionTokens;
 use crate::domain::{MasterKey, NewApiKey, Role, secrets};
+use crate::oidc::OidcVerifier;
 use crate::sessions::Sessions;
 use crate::storage::Store;
 
@@ -42,6 +45,10 @@ pub struct AppState {
     pub master_key: Arc<MasterKey>,
     /// Cloud checks through Microsoft Graph.
     pub cloud: Arc<cloud::Cloud>,
+    /// Issues and verifies users' session tokens (keyed from `master_key`).
+    pub session_tokens: Arc<SessionTokens>,
+    /// The external OIDC provider whose tokens are accepted, if one is configured.
+    pub oidc: Option<Arc<OidcVerifier>>,
 }
 
 /// A server whose listeners are bound, ready to [`run`](Server::run).
@@ -80,6 +87,14 @@ impl Server {
         let master_key = load_master_key(&config)?;
         let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
         let cloud = Arc::new(cloud::Cloud::new(&config)?);
+        let session_tokens = SessionTokens::new(&master_key, config.session_token_lifetime());
+        let oidc = match config.oidc().map_err(|e| anyhow::anyhow!("{e}"))? {
+            Some(settings) => {
+                tracing::info!(issuer = %settings.issuer, claim = settings.role_map.claim(), "accepting tokens of an OIDC provider");
+                Some(Arc::new(OidcVerifier::new(settings)?))
+            }
+            None => None,
+        };
         let state = AppState {
             cloud,
             store,
@@ -87,6 +102,8 @@ impl Server {
             config: Arc::new(config),
             failed_auth: Arc::default(),
             master_key: Arc::new(master_key),
+            session_tokens: Arc::new(session_tokens),
+            oidc,
         };
         Ok(Server {
             state,

@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::agent::server_binary;
+use crate::support::oidc::{FakeIdp, SigningKey};
 use crate::support::server::{TestServer, sqlite_url};
 
 /// Every operation an integration key may be granted.
@@ -43,6 +44,8 @@ struct Site {
 /// tenant A.
 struct World {
     server: TestServer,
+    /// The OIDC provider whose technician of tenant A is one of the principals.
+    _idp: FakeIdp,
     a: Site,
     b: Site,
     /// An API key and a user that belong with tenant B (global objects: administrators only).
@@ -95,10 +98,36 @@ async fn world() -> anyhow::Result<(tempfile::TempDir, World)> {
             .await?;
         principals.push((label, id, secret));
     }
+    // A person signed in with a session token: the same walk must hold for users.
+    let (id, token) = server
+        .create_signed_in_user(
+            "technician@msp.example",
+            "technician",
+            &[&a.tenant],
+            "technician password",
+        )
+        .await?;
+    principals.push(("session technician", id, token));
+    // And a technician of tenant A at an external OIDC provider.
+    let idp_key = SigningKey::ec("walk")?;
+    let idp = FakeIdp::start(&[&idp_key])?;
+    let role_map = FakeIdp::role_map(
+        &dir,
+        "groups",
+        &[("walk-technicians-a", "technician", &[a.tenant.as_str()][..])],
+    )?;
+    let mut server = server;
+    server
+        .restart_with(|config| idp.configure(config, role_map))
+        .await?;
+    let mut claims = idp.claims("walk-subject", &[]);
+    claims["groups"] = json!(["walk-technicians-a"]);
+    principals.push(("oidc technician", String::new(), idp_key.sign(&claims)?));
     Ok((
         dir,
         World {
             server,
+            _idp: idp,
             a,
             b,
             b_key,
@@ -117,6 +146,8 @@ struct Operation {
     query: Vec<String>,
     /// A valid request body built from its schema, if it takes one.
     body: Option<Value>,
+    /// Whether it needs no credential (signing in): its security requirement is empty.
+    public: bool,
 }
 
 /// Every operation of the served OpenAPI document; request bodies are filled from their
@@ -139,6 +170,7 @@ fn operations(doc: &Value, uuid: &str) -> Vec<Operation> {
                 .as_object()
                 .map(|schema| sample(doc, &Value::Object(schema.clone()), uuid));
             ops.push(Operation {
+                public: op["security"] == json!([{}]),
                 method,
                 path: path
                     .strip_prefix("/api/v1")
@@ -301,6 +333,20 @@ async fn no_role_reads_or_changes_another_tenant_through_any_documented_operatio
     let mut walked = 0;
     for (label, _, secret) in &world.principals {
         for op in &ops {
+            if op.public {
+                // Signing in with the sample body's made-up name and password: refused,
+                // whoever asks.
+                let (status, body) = server
+                    .call_as(Some(secret), op.method.clone(), &op.path, op.body.clone())
+                    .await?;
+                assert_eq!(status, 401, "{label}: {} {}: {body}", op.method, op.path);
+                walked += 1;
+                continue;
+            }
+            if op.path == "/sign-out" && label.starts_with("session") {
+                // Would end this principal's own session; tests/e2e/jwt.rs signs out.
+                continue;
+            }
             let path = concrete(op, &foreign);
             let (status, body) = server
                 .call_as(Some(secret), op.method.clone(), &path, op.body.clone())
@@ -360,7 +406,7 @@ async fn no_role_reads_or_changes_another_tenant_through_any_documented_operatio
             }
         }
     }
-    assert!(walked >= 4 * 19, "walked {walked} calls");
+    assert!(walked >= 6 * 19, "walked {walked} calls");
     assert_eq!(
         snapshot(&world).await?,
         before,
@@ -381,7 +427,7 @@ async fn a_viewer_changes_nothing_even_in_its_own_tenant() -> anyhow::Result<()>
     let (_, _, viewer) = &world.principals[1];
     let before = snapshot(&world).await?;
     for op in operations(&doc, &world.a.tenant) {
-        if op.method == Method::GET {
+        if op.method == Method::GET || op.public {
             continue;
         }
         let path = concrete(&op, &own);
@@ -700,8 +746,20 @@ async fn failed_authentication_is_rate_limited_per_address() -> anyhow::Result<(
 #[tokio::test]
 async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    let idp_key = SigningKey::ec("secrets")?;
+    let idp = FakeIdp::start(&[&idp_key])?;
+    let role_map = FakeIdp::role_map(
+        &dir,
+        "roles",
+        &[("Secrets.Admin", "administrator", &[][..])],
+    )?;
     let mut child = Command::new(server_binary())
+        .env("WBH_OIDC_ISSUER", &idp.issuer)
+        .env("WBH_OIDC_AUDIENCE", crate::support::oidc::AUDIENCE)
+        .env("WBH_OIDC_CA_FILE", idp.ca.pem_path())
+        .env("WBH_OIDC_ROLE_MAP", role_map)
         .env("WBH_DATABASE_URL", sqlite_url(&dir))
+        .env("WBH_SECRET_KEY_FILE", dir.path().join("wbhealth.key"))
         .env("WBH_HTTP_ADDR", "127.0.0.1:0")
         .env("WBH_GRPC_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
@@ -795,6 +853,60 @@ async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()
     let (s, _) = call(&tech, Method::GET, "/audit-events", None).await?;
     assert_eq!(s, 401);
 
+    // A user's password and session token.
+    let (s, user) = call(
+        &admin,
+        Method::POST,
+        "/users",
+        Some(json!({"name": "dora@msp.example", "role": "technician", "tenant_ids": [tenant]})),
+    )
+    .await?;
+    assert_eq!(s, 201, "{user}");
+    let user_id = user["id"].as_str().context("user id")?.to_owned();
+    let password = "dora's secret passphrase 42".to_owned();
+    let wrong_password = "dora's wrong passphrase 42".to_owned();
+    let (s, _) = call(
+        &admin,
+        Method::PUT,
+        &format!("/users/{user_id}/password"),
+        Some(json!({ "password": password })),
+    )
+    .await?;
+    assert_eq!(s, 204);
+    let (s, _) = call(
+        "",
+        Method::POST,
+        "/sign-in",
+        Some(json!({"name": "dora@msp.example", "password": wrong_password})),
+    )
+    .await?;
+    assert_eq!(s, 401);
+    let (s, session) = call(
+        "",
+        Method::POST,
+        "/sign-in",
+        Some(json!({"name": "dora@msp.example", "password": password})),
+    )
+    .await?;
+    assert_eq!(s, 200, "{session}");
+    let session = session["token"].as_str().context("token")?.to_owned();
+    let (s, _) = call(&session, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 200);
+    let (s, _) = call(&session, Method::POST, "/sign-out", None).await?;
+    assert_eq!(s, 204);
+    let (s, _) = call(&session, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 401);
+
+    // An OIDC provider's access tokens, accepted and refused.
+    let oidc = idp_key.sign(&idp.claims("secrets-subject", &["Secrets.Admin"]))?;
+    let mut wrong_audience = idp.claims("secrets-subject", &["Secrets.Admin"]);
+    wrong_audience["aud"] = json!("api://not-wbhealth");
+    let oidc_refused = idp_key.sign(&wrong_audience)?;
+    let (s, _) = call(&oidc, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 200);
+    let (s, _) = call(&oidc_refused, Method::GET, "/tenants", None).await?;
+    assert_eq!(s, 401);
+
     child.kill().context("stop the server")?;
     child.wait()?;
     out_thread.join().ok();
@@ -804,6 +916,26 @@ async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()
     assert!(
         logs.contains("api key created") && logs.contains("authentication failed"),
         "the logs were captured at debug level:\n{logs}"
+    );
+    assert!(
+        logs.contains("user signed in") && logs.contains("authentication refused"),
+        "sign-in and refusal reasons are logged at debug level:\n{logs}"
+    );
+    for (what, secret) in [
+        ("a password", &password),
+        ("a wrong password", &wrong_password),
+        ("a session token", &session),
+        ("an OIDC access token", &oidc),
+        ("a refused OIDC access token", &oidc_refused),
+    ] {
+        assert!(!logs.contains(secret.as_str()), "{what} is in the logs");
+    }
+    assert!(!responses.contains(password.as_str()));
+    assert!(!responses.contains(wrong_password.as_str()));
+    assert_eq!(
+        responses.matches(session.as_str()).count(),
+        1,
+        "the session token is only in the sign-in response"
     );
     for (what, secret) in [
         ("an issued API key", &tech),
@@ -827,5 +959,72 @@ async fn secrets_never_appear_in_logs_errors_or_responses() -> anyhow::Result<()
         );
     }
     assert!(!responses.contains(admin.as_str()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_audited() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_with(&sqlite_url(&dir), |config| {
+        config.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    })
+    .await?;
+    let send = async |from: u8, forwarded: Option<&str>, key: &str, body: Option<Value>| {
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, from]))
+            .build()?;
+        let mut request = match body {
+            Some(body) => client
+                .post(format!("{}/api/v1/tenants", server.base_url()))
+                .json(&body),
+            None => client.get(format!("{}/api/v1/tenants", server.base_url())),
+        }
+        .bearer_auth(key);
+        if let Some(forwarded) = forwarded {
+            request = request.header("x-forwarded-for", forwarded);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        anyhow::Ok((status, response.json::<Value>().await?))
+    };
+    // A client behind the proxy fails ten times; the address it made up in front is ignored.
+    let spoofed = Some("198.51.100.1, 203.0.113.7");
+    for i in 0..10 {
+        let (s, _) = send(1, spoofed, &format!("wbh_key_guess{i}"), None).await?;
+        assert_eq!(s, 401);
+    }
+    let (s, _) = send(1, spoofed, "wbh_key_guess-again", None).await?;
+    assert_eq!(s, 429, "the forwarded client is limited");
+    let (s, _) = send(1, Some("203.0.113.7"), "wbh_key_guess-again", None).await?;
+    assert_eq!(
+        s, 429,
+        "it was counted as 203.0.113.7, not by the address it made up"
+    );
+    let (s, _) = send(1, Some("203.0.113.8"), "wbh_key_guess-again", None).await?;
+    assert_eq!(s, 401, "another client behind the same proxy is not");
+
+    // The audit log names the forwarded client, but only a trusted proxy may forward.
+    let admin = server.key().to_owned();
+    for (from, forwarded, name, expected) in [
+        (1, "203.0.113.9", "Through the proxy", "203.0.113.9"),
+        (2, "203.0.113.10", "Claiming an address", "127.0.0.2"),
+    ] {
+        let (s, tenant) = send(
+            from,
+            Some(forwarded),
+            &admin,
+            Some(json!({"name": name, "entra_tenant_id": uuid::Uuid::new_v4()})),
+        )
+        .await?;
+        assert_eq!(s, 201, "{tenant}");
+        let log = server
+            .get(&format!(
+                "/audit-events?tenant_id={}",
+                tenant["id"].as_str().context("id")?
+            ))
+            .await?;
+        assert_eq!(log["items"][0]["client_ip"], expected, "{log:#}");
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod diagnose;
 mod directory_checks;
 mod fleet;
 mod host_snapshot;
+mod jwt;
 mod network_checks;
 mod peers;
 mod support;

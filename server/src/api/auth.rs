@@ -2,9 +2,11 @@
 //! route except the OpenAPI document, turned into a [`Principal`] that handlers authorize with
 //! [`Principal::require`] and whose [`TenantScope`] they hand to the store.
 //!
-//! Today the only credential is an API key (`wbh_key_…`). JWTs (server sessions and external
-//! OIDC providers) plug in at [`authenticate`]: validate the token, find or map the user, and
-//! build the principal with [`Principal::from_user`]; nothing after that point changes.
+//! Three credentials are accepted: API keys (`wbh_key_…`), session tokens the server issues at
+//! `POST /api/v1/sign-in` (HS256 JWTs naming a user, whose role and tenants are read from the
+//! store on every request), and access tokens of the configured OIDC provider (verified
+//! through its JWKS, role and tenants mapped from a claim). Every failure is the same 401; the
+//! reason is logged at debug level, never the credential.
 //!
 //! Failed authentication is rate-limited per client IP ([`FailedAuth`]): after
 //! [`MAX_FAILURES`] failures within a minute, every request that presents a credential from
@@ -22,11 +24,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::domain::session_token::{self, SessionClaims};
 use crate::domain::{
     ApiKey, AuditAction, NewAuditEvent, Operation, Role, TenantId, TenantScope, User, authorize,
     secrets,
 };
 use crate::error::{Error, ErrorCode};
+use crate::oidc::OidcIdentity;
 use crate::storage::StoreError;
 
 /// Failed authentications allowed per client IP per [`FAILURE_WINDOW`].
@@ -41,8 +45,10 @@ const MAX_TRACKED: usize = 10_000;
 pub enum PrincipalKind {
     /// An API key.
     ApiKey,
-    /// A user (through a JWT, once sessions and OIDC exist).
+    /// A user, through a session token.
     User,
+    /// A subject of the external OIDC provider, through its access token.
+    OidcSubject,
 }
 
 /// Who is calling, what they may do and which tenants they may see.
@@ -62,6 +68,10 @@ pub struct Principal {
     pub scope: TenantScope,
     /// Where the request came from, when known.
     pub client_ip: Option<IpAddr>,
+    /// For a user signed in with a session token, that token's claims (for signing out).
+    pub session: Option<SessionClaims>,
+    /// For an API key a user created, that user's role now: the key never does more.
+    pub ceiling: Option<Role>,
 }
 
 /// The scope of a role with these assignments.
@@ -83,10 +93,12 @@ impl Principal {
             operations: key.operations,
             scope: scope_of(key.role, key.tenants),
             client_ip,
+            session: None,
+            ceiling: None,
         }
     }
 
-    /// The principal of an authenticated user. Used once JWT sessions or OIDC exist.
+    /// The principal of an authenticated user, with its role and tenants as stored.
     pub fn from_user(user: User, client_ip: Option<IpAddr>) -> Self {
         Self {
             id: user.id.0,
@@ -96,12 +108,46 @@ impl Principal {
             operations: Vec::new(),
             scope: scope_of(user.role, user.tenants),
             client_ip,
+            session: None,
+            ceiling: None,
         }
+    }
+
+    /// The principal of a verified OIDC token, with the role and tenants its claims map to.
+    pub fn from_oidc(identity: OidcIdentity, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            id: identity.id,
+            kind: PrincipalKind::OidcSubject,
+            name: identity.name,
+            role: identity.role,
+            operations: Vec::new(),
+            scope: scope_of(identity.role, identity.tenants),
+            client_ip,
+            session: None,
+            ceiling: None,
+        }
+    }
+
+    /// Limits an API key to what its owner, as the store has the user now, may do and see.
+    pub fn cap_to_owner(&mut self, owner: User) {
+        self.ceiling = Some(owner.role);
+        let owner_scope = scope_of(owner.role, owner.tenants);
+        self.scope = match (
+            std::mem::replace(&mut self.scope, TenantScope::All),
+            owner_scope,
+        ) {
+            (TenantScope::All, scope) | (scope, TenantScope::All) => scope,
+            (TenantScope::Only(mine), TenantScope::Only(theirs)) => {
+                TenantScope::Only(mine.into_iter().filter(|t| theirs.contains(t)).collect())
+            }
+        };
     }
 
     /// `Forbidden` unless the principal may perform `op` (on the tenants in its scope).
     pub fn require(&self, op: Operation) -> Result<(), Error> {
-        if authorize(self.role, Some(&self.operations), op) {
+        if authorize(self.role, Some(&self.operations), op)
+            && self.ceiling.is_none_or(|owner| authorize(owner, None, op))
+        {
             Ok(())
         } else {
             Err(Error::new(
@@ -176,47 +222,105 @@ pub async fn require_principal(
     mut request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    let client_ip = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
+    let client_ip = client_ip(&state, peer, request.headers());
     let principal = authenticate(&state, request.headers(), client_ip).await?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }
 
-/// Turns the request's credential into a principal. The one place credentials are read.
+/// The client's address: the TCP peer, or, when the peer is a configured trusted proxy, the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy itself (read right to
+/// left, so a client cannot put a made-up address in front of the proxy's).
+pub(crate) fn client_ip(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let trusted = |ip: IpAddr| state.config.trusted_proxies.iter().any(|r| r.contains(ip));
+    if !trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// The one answer to every failed authentication, whatever check failed.
+const REFUSED: &str = "the credential is not valid; send Authorization: Bearer <API key or token>";
+
+/// 429 when `client_ip` has used up its failed authentications for now.
+pub(crate) fn refuse_if_throttled(
+    state: &AppState,
+    client_ip: Option<IpAddr>,
+) -> Result<(), Error> {
+    let Some(ip) = client_ip else {
+        return Ok(());
+    };
+    state
+        .failed_auth
+        .check(ip, Instant::now())
+        .map_err(|seconds| {
+            let mut e = Error::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many failed authentications from this address; try again in {seconds} s"
+                ),
+            );
+            e.retry_after = Some(seconds);
+            e
+        })
+}
+
+/// Counts a failed authentication of `client_ip`, logs why (never the credential) and returns
+/// the 401 every failure gets.
+pub(crate) fn failed(
+    state: &AppState,
+    client_ip: Option<IpAddr>,
+    reason: &dyn std::fmt::Display,
+) -> Error {
+    if let Some(ip) = client_ip {
+        state.failed_auth.record(ip, Instant::now());
+    }
+    tracing::debug!(client_ip = ?client_ip, reason = %reason, "authentication refused");
+    tracing::warn!(client_ip = ?client_ip, "authentication failed");
+    Error::new(ErrorCode::Unauthenticated, REFUSED)
+}
+
+/// Turns the request's credential into a principal. The one place credentials are read: an
+/// API key (`wbh_key_…`), a session token this server issued, or an access token of the
+/// configured OIDC provider (told apart by the token's issuer, each then verified with its own
+/// key and algorithms only).
 async fn authenticate(
     state: &AppState,
     headers: &http::HeaderMap,
     client_ip: Option<IpAddr>,
 ) -> Result<Principal, Error> {
-    let refuse = |message: &str| Error::new(ErrorCode::Unauthenticated, message);
-    let header = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| refuse("send Authorization: Bearer <API key>"))?;
-    if let Some(ip) = client_ip {
-        state
-            .failed_auth
-            .check(ip, Instant::now())
-            .map_err(|seconds| {
-                let mut e = Error::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "too many failed authentications from this address; try again in {seconds} s"
-                    ),
-                );
-                e.retry_after = Some(seconds);
-                e
-            })?;
-    }
-    let fail = |message: &str| {
-        if let Some(ip) = client_ip {
-            state.failed_auth.record(ip, Instant::now());
-        }
-        tracing::warn!(client_ip = ?client_ip, "authentication failed");
-        refuse(message)
-    };
+    let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+        Error::new(
+            ErrorCode::Unauthenticated,
+            "send Authorization: Bearer <API key or token>",
+        )
+    })?;
+    refuse_if_throttled(state, client_ip)?;
     let Some(credential) = header
         .to_str()
         .ok()
@@ -224,9 +328,29 @@ async fn authenticate(
         .map(str::trim)
         .filter(|k| !k.is_empty())
     else {
-        return Err(fail("the Authorization header must be: Bearer <API key>"));
+        return Err(failed(state, client_ip, &"malformed Authorization header"));
     };
-    // JWTs (sessions, OIDC) will be recognised here and end in `Principal::from_user`.
+    if !credential.starts_with("wbh_key_")
+        && let Some(issuer) = session_token::unverified_issuer(credential)
+    {
+        if issuer == session_token::ISSUER {
+            return session_principal(state, credential, client_ip).await;
+        }
+        if let Some(oidc) = state.oidc.as_ref().filter(|o| o.issuer() == issuer) {
+            return match oidc.verify(credential).await {
+                Ok(identity) => {
+                    tracing::debug!(subject = %identity.subject, role = identity.role.as_str(), "oidc token accepted");
+                    Ok(Principal::from_oidc(identity, client_ip))
+                }
+                Err(reason) => Err(failed(state, client_ip, &reason)),
+            };
+        }
+        return Err(failed(
+            state,
+            client_ip,
+            &"a JWT from an issuer this server does not accept",
+        ));
+    }
     let now = OffsetDateTime::now_utc();
     let key = match state
         .store
@@ -234,13 +358,55 @@ async fn authenticate(
         .await
     {
         Ok(key) => key,
-        Err(StoreError::NotFound) => return Err(fail("the API key is not valid")),
+        Err(StoreError::NotFound) => return Err(failed(state, client_ip, &"unknown API key")),
         Err(e) => return Err(Error::from_store(e, "API key")),
     };
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
-        return Err(fail("the API key is not valid"));
+        return Err(failed(state, client_ip, &"revoked or expired API key"));
     }
-    Ok(Principal::from_api_key(key, client_ip))
+    let owner = state
+        .store
+        .api_key_owner(key.id)
+        .await
+        .map_err(|e| Error::from_store(e, "API key"))?;
+    let mut principal = Principal::from_api_key(key, client_ip);
+    if let Some(owner) = owner {
+        match state.store.user(owner).await {
+            Ok(user) => principal.cap_to_owner(user),
+            Err(StoreError::NotFound) => {
+                return Err(failed(state, client_ip, &"API key of a deleted user"));
+            }
+            Err(e) => return Err(Error::from_store(e, "user")),
+        }
+    }
+    Ok(principal)
+}
+
+/// The principal of a session token: the user as the store has it now.
+async fn session_principal(
+    state: &AppState,
+    token: &str,
+    client_ip: Option<IpAddr>,
+) -> Result<Principal, Error> {
+    let claims = state
+        .session_tokens
+        .verify(token)
+        .map_err(|reason| failed(state, client_ip, &reason))?;
+    match state.store.session_token_revoked(claims.jti).await {
+        Ok(false) => {}
+        Ok(true) => return Err(failed(state, client_ip, &"signed-out session token")),
+        Err(e) => return Err(Error::from_store(e, "session token")),
+    }
+    let user = match state.store.user(claims.user).await {
+        Ok(user) => user,
+        Err(StoreError::NotFound) => {
+            return Err(failed(state, client_ip, &"session token of a deleted user"));
+        }
+        Err(e) => return Err(Error::from_store(e, "user")),
+    };
+    let mut principal = Principal::from_user(user, client_ip);
+    principal.session = Some(claims);
+    Ok(principal)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod enrollment;
 mod health;
 mod page;
 pub mod problem;
+mod sign_in;
 mod status;
 mod tenants;
 mod users;
@@ -33,7 +34,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 #[openapi(
     info(
         title = "wbhealth",
-        description = "Password-writeback health for the fleets that MSPs run. Every route needs `Authorization: Bearer <API key>`; what a key may do depends on its role (administrator, technician, viewer, integration) and the tenants assigned to it. A tenant or object outside the caller's tenants answers 404, exactly as one that does not exist; an operation the role may not perform answers 403. Errors are RFC 9457 problem documents.",
+        description = "Password-writeback health for the fleets that MSPs run. Every route but `POST /api/v1/sign-in` needs `Authorization: Bearer <credential>`: an API key, a session token from `POST /api/v1/sign-in`, or an access token of the configured OIDC provider. What a caller may do depends on its role (administrator, technician, viewer, integration) and the tenants assigned to it. A tenant or object outside the caller's tenants answers 404, exactly as one that does not exist; an operation the role may not perform answers 403. Errors are RFC 9457 problem documents.",
         license(name = "Apache-2.0"),
     ),
     modifiers(&BearerAuth),
@@ -60,7 +61,7 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key, shown once when it is created"))
+                    .description(Some("An API key (shown once when it is created), a session token from POST /api/v1/sign-in, or an access token of the configured OIDC provider"))
                     .build(),
             ),
         );
@@ -77,26 +78,36 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(audit::routes())
         .merge(cloud::routes())
+        .merge(sign_in::routes())
+}
+
+/// The authenticated routes, the public ones (signing in) and the document of both.
+fn parts() -> (Router<AppState>, Router<AppState>, OpenApiDoc) {
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1_routes())
+        .split_for_parts();
+    let (public, public_doc) = OpenApiRouter::new()
+        .nest("/api/v1", sign_in::public_routes())
+        .split_for_parts();
+    openapi.merge(public_doc);
+    (api, public, openapi)
 }
 
 /// The OpenAPI document of the REST API.
 pub fn openapi() -> OpenApiDoc {
-    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", v1_routes())
-        .into_openapi()
+    parts().2
 }
 
 /// The complete REST router.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", v1_routes())
-        .split_for_parts();
+    let (api, public, openapi) = parts();
     let api = api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_principal,
     ));
     Router::new()
         .merge(api)
+        .merge(public)
         .merge(health::routes())
         .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi))
         .fallback(problem::no_route)
@@ -146,7 +157,17 @@ mod tests {
                 ("patch", &item.patch),
             ] {
                 if let Some(op) = op {
-                    for status in ["401", "403", "429"] {
+                    // A public operation (signing in) declares an empty security requirement
+                    // and cannot be refused for the caller's role.
+                    let public = op.security.as_ref().is_some_and(|s| {
+                        !s.is_empty() && s.iter().all(|r| r == &Default::default())
+                    });
+                    let refusals: &[&str] = if public {
+                        &["401", "429"]
+                    } else {
+                        &["401", "403", "429"]
+                    };
+                    for &status in refusals {
                         assert!(
                             op.responses.responses.contains_key(status),
                             "{method} {path} does not document {status}"

@@ -1,6 +1,7 @@
-//! Users and their tenant assignments, managed by administrators. A user has no password:
-//! people will sign in through JWT sessions or an OIDC provider (not built yet), and their
-//! principal is then built from the user record (`auth::Principal::from_user`).
+//! Users and their tenant assignments, managed by administrators. An administrator sets a
+//! user's password; the user then signs in (`sign_in`) for a session token, whose principal is
+//! built from the user record on every request (`auth::Principal::from_user`), so changing the
+//! assignments or deleting the user takes effect at once.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,8 +26,10 @@ use crate::storage::StoreError;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user, list_users))
-        .routes(routes!(user))
+        .routes(routes!(user, delete_user))
         .routes(routes!(set_user_tenants))
+        .routes(routes!(set_user_password))
+        .routes(routes!(set_user_role))
 }
 
 /// A new user.
@@ -50,6 +53,28 @@ pub struct CreateUser {
 pub struct SetUserTenants {
     /// The tenants the user may see from now on.
     pub tenant_ids: Vec<Uuid>,
+}
+
+/// A user's new role with the tenants that go with it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserRole {
+    /// What the user may do from now on: administrator, technician or viewer.
+    #[schema(example = "viewer")]
+    pub role: RoleName,
+    /// The tenants the user may see from now on; required for every role but administrator.
+    #[serde(default)]
+    pub tenant_ids: Vec<Uuid>,
+}
+
+/// A user's new password.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserPassword {
+    /// 12 to 1024 bytes; stored only as an argon2id hash. `null` removes the password, so the
+    /// user can no longer sign in with one.
+    #[schema(value_type = Option<String>, example = "correct horse battery staple")]
+    pub password: Option<secrecy::SecretString>,
 }
 
 /// A user.
@@ -247,5 +272,158 @@ async fn set_user_tenants(
     )
     .await?;
     tracing::info!(user_id = %id, by = %principal.name, "user tenants set");
+    Ok(ResponseJson(user.into()))
+}
+
+/// Sets or removes a user's password, with which the user signs in at `POST /sign-in`.
+/// Session tokens already issued keep working until they expire or the user signs out.
+/// Administrators only.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/password",
+    tag = "access",
+    params(("user_id" = Uuid, Path, description = "The user")),
+    request_body = SetUserPassword,
+    responses(
+        (status = 204, description = "The password is set"),
+        (status = 400, description = "Malformed body or id, or a password of the wrong length", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_user_password(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(user_id): Path<Uuid>,
+    Json(body): Json<SetUserPassword>,
+) -> Result<StatusCode, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let id = UserId(user_id);
+    let hash = match body.password {
+        Some(password) => Some(
+            tokio::task::spawn_blocking(move || {
+                crate::domain::password::hash(secrecy::ExposeSecret::expose_secret(&password))
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "password hashing did not finish");
+                Error::new(
+                    ErrorCode::Internal,
+                    "the server could not hash the password",
+                )
+            })?
+            .map_err(|e| match e {
+                crate::domain::password::PasswordError::Length => Error::invalid(e.to_string()),
+                crate::domain::password::PasswordError::Hash(_) => {
+                    tracing::error!(error = %e, "password hashing failed");
+                    Error::new(
+                        ErrorCode::Internal,
+                        "the server could not hash the password",
+                    )
+                }
+            })?,
+        ),
+        None => None,
+    };
+    state
+        .store
+        .set_user_password(id, hash)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id}")))?;
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::UserPasswordSet, None, Some(id.0)),
+    )
+    .await?;
+    tracing::info!(user_id = %id, by = %principal.name, "user password set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a user. Its session tokens stop working at once; its audit events stay.
+/// Administrators only.
+#[utoipa::path(
+    delete,
+    path = "/users/{user_id}",
+    tag = "access",
+    params(("user_id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 204, description = "The user is deleted"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn delete_user(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(user_id): Path<Uuid>,
+) -> Result<StatusCode, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let id = UserId(user_id);
+    state
+        .store
+        .delete_user(id)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id}")))?;
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::UserDeleted, None, Some(id.0)),
+    )
+    .await?;
+    tracing::info!(user_id = %id, by = %principal.name, "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes a user's role and tenant assignments together. The user's session tokens carry
+/// the change from their next request. Administrators only.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/role",
+    tag = "access",
+    params(("user_id" = Uuid, Path, description = "The user")),
+    request_body = SetUserRole,
+    responses(
+        (status = 200, description = "The user with its new role and assignments", body = UserView),
+        (status = 400, description = "Malformed body or id, or assignments that do not fit the role", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user, or a tenant in tenant_ids does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_user_role(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(user_id): Path<Uuid>,
+    Json(body): Json<SetUserRole>,
+) -> Result<ResponseJson<UserView>, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let id = UserId(user_id);
+    let role = Role::from(body.role);
+    if role == Role::Integration {
+        return Err(Error::invalid(
+            "integration is a role for API keys; give a user administrator, technician or viewer",
+        ));
+    }
+    check_assignments(role, &body.tenant_ids)?;
+    let user = state
+        .store
+        .set_user_role(
+            id,
+            role,
+            body.tenant_ids.iter().copied().map(TenantId).collect(),
+        )
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id} or a tenant in tenant_ids")))?;
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::UserRoleSet, None, Some(id.0)),
+    )
+    .await?;
+    tracing::info!(user_id = %id, role = role.as_str(), by = %principal.name, "user role set");
     Ok(ResponseJson(user.into()))
 }

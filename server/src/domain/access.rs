@@ -146,11 +146,21 @@ pub enum AuditAction {
     GraphCredentialDeleted,
     /// A tenant's cloud checks were run on demand.
     CloudChecksRunRequested,
+    /// A user's role (and with it its tenant assignments) was changed.
+    UserRoleSet,
+    /// A user's password was set or cleared.
+    UserPasswordSet,
+    /// A user was deleted.
+    UserDeleted,
+    /// A user signed in and got a session token (the user is principal and target).
+    UserSignedIn,
+    /// A user signed out, revoking the session token (the user is principal and target).
+    UserSignedOut,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::TenantCreated,
         AuditAction::AgentEnrolled,
         AuditAction::AgentRunRequested,
@@ -163,6 +173,11 @@ impl AuditAction {
         AuditAction::GraphCredentialSet,
         AuditAction::GraphCredentialDeleted,
         AuditAction::CloudChecksRunRequested,
+        AuditAction::UserRoleSet,
+        AuditAction::UserPasswordSet,
+        AuditAction::UserDeleted,
+        AuditAction::UserSignedIn,
+        AuditAction::UserSignedOut,
     ];
 
     /// The stable spelling stored and shown.
@@ -180,6 +195,11 @@ impl AuditAction {
             AuditAction::GraphCredentialSet => "graph_credential.set",
             AuditAction::GraphCredentialDeleted => "graph_credential.deleted",
             AuditAction::CloudChecksRunRequested => "cloud_checks.run_requested",
+            AuditAction::UserRoleSet => "user.role_set",
+            AuditAction::UserPasswordSet => "user.password_set",
+            AuditAction::UserDeleted => "user.deleted",
+            AuditAction::UserSignedIn => "user.signed_in",
+            AuditAction::UserSignedOut => "user.signed_out",
         }
     }
 

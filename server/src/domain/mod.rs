@@ -8,8 +8,10 @@ mod cloud;
 pub mod fleet;
 mod ids;
 mod model;
+pub mod password;
 mod scope;
 pub mod secrets;
+pub mod session_token;
 
 pub use access::{AuditAction, Operation, authorize};
 pub use cloud::{

@@ -145,6 +145,9 @@ conformance!(
     api_keys_carry_their_tenants_and_operations,
     api_keys_are_listed_and_revoked,
     users_are_created_listed_and_assigned,
+    users_sign_in_by_name_and_are_deleted,
+    session_tokens_are_revoked_until_they_expire,
+    api_keys_remember_the_user_who_created_them,
     audit_events_are_recorded_and_filtered,
     the_database_answers,
     graph_credentials_are_set_scoped_replaced_and_removed,
@@ -1609,4 +1612,161 @@ async fn cloud_runs_are_kept_per_tenant_and_rolled_up(store: Arc<dyn Store>) {
             .expect("read")
             .is_none()
     );
+}
+
+async fn users_sign_in_by_name_and_are_deleted(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "A").await;
+    let bob = store
+        .create_user(NewUser {
+            name: "bob@msp.example".to_owned(),
+            role: Role::Viewer,
+            tenants: vec![a.id],
+        })
+        .await
+        .expect("create");
+    assert_eq!(
+        store
+            .user_by_name("bob@msp.example")
+            .await
+            .expect("by name"),
+        (bob.clone(), None),
+        "a new user has no password"
+    );
+    store
+        .set_user_password(bob.id, Some("$argon2id$stand-in".to_owned()))
+        .await
+        .expect("set password");
+    assert_eq!(
+        store
+            .user_by_name("bob@msp.example")
+            .await
+            .expect("by name"),
+        (bob.clone(), Some("$argon2id$stand-in".to_owned()))
+    );
+    assert!(matches!(
+        store.user_by_name("BOB@msp.example").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_user_password(UserId::new(), None).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let c = tenant(store, "C").await;
+    let promoted = store
+        .set_user_role(bob.id, Role::Technician, vec![c.id, a.id, c.id])
+        .await
+        .expect("change role");
+    assert_eq!(
+        (promoted.role, promoted.tenants.clone()),
+        (Role::Technician, {
+            let mut both = vec![a.id, c.id];
+            both.sort();
+            both
+        })
+    );
+    assert_eq!(store.user(bob.id).await.expect("read"), promoted);
+    assert!(matches!(
+        store
+            .set_user_role(bob.id, Role::Viewer, vec![TenantId::new()])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.user(bob.id).await.expect("read"),
+        promoted,
+        "a failed change changes nothing"
+    );
+    let admin = store
+        .set_user_role(bob.id, Role::Administrator, vec![])
+        .await
+        .expect("promote");
+    assert_eq!((admin.role, admin.tenants), (Role::Administrator, vec![]));
+    assert!(matches!(
+        store
+            .set_user_role(UserId::new(), Role::Viewer, vec![])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    store.delete_user(bob.id).await.expect("delete");
+    assert!(matches!(
+        store.user(bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.user_by_name("bob@msp.example").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_user(bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    // The name is free again, and the tenant can still be assigned.
+    store
+        .create_user(NewUser {
+            name: "bob@msp.example".to_owned(),
+            role: Role::Viewer,
+            tenants: vec![a.id],
+        })
+        .await
+        .expect("the name is free again");
+}
+
+async fn session_tokens_are_revoked_until_they_expire(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let user = UserId::new();
+    let (old, live) = (Uuid::now_v7(), Uuid::now_v7());
+    let t0 = now();
+    assert!(!store.session_token_revoked(live).await.expect("read"));
+    store
+        .revoke_session_token(old, user, t0 + Duration::minutes(1), t0)
+        .await
+        .expect("revoke");
+    store
+        .revoke_session_token(live, user, t0 + Duration::hours(1), t0)
+        .await
+        .expect("revoke");
+    store
+        .revoke_session_token(live, user, t0 + Duration::hours(1), t0)
+        .await
+        .expect("revoking twice changes nothing");
+    assert!(store.session_token_revoked(old).await.expect("read"));
+    assert!(store.session_token_revoked(live).await.expect("read"));
+    // Once a token has expired its revocation is dropped; the token is refused by its expiry.
+    let later = t0 + Duration::minutes(2);
+    store
+        .revoke_session_token(Uuid::now_v7(), user, later + Duration::hours(1), later)
+        .await
+        .expect("revoke");
+    assert!(!store.session_token_revoked(old).await.expect("read"));
+    assert!(store.session_token_revoked(live).await.expect("read"));
+}
+
+async fn api_keys_remember_the_user_who_created_them(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let owned = store
+        .create_api_key(scoped_key("owned", Role::Administrator, vec![], vec![]))
+        .await
+        .expect("create");
+    let plain = store
+        .create_api_key(scoped_key("plain", Role::Administrator, vec![], vec![]))
+        .await
+        .expect("create");
+    let user = UserId::new();
+    assert_eq!(store.api_key_owner(owned.id).await.expect("read"), None);
+    store
+        .set_api_key_owner(owned.id, user)
+        .await
+        .expect("set owner");
+    assert_eq!(
+        store.api_key_owner(owned.id).await.expect("read"),
+        Some(user)
+    );
+    assert_eq!(store.api_key_owner(plain.id).await.expect("read"), None);
+    assert!(matches!(
+        store.set_api_key_owner(ApiKeyId::new(), user).await,
+        Err(StoreError::NotFound)
+    ));
 }

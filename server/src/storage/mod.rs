@@ -20,8 +20,8 @@ use crate::domain::{
     Agent, AgentCredential, AgentId, AgentRollup, ApiKey, ApiKeyId, AuditEvent, AuditFilter,
     CloudRun, EnrollmentToken, EnrollmentTokenId, GraphCredential, HostFacts, IngestOutcome,
     LatestResult, NewAgent, NewApiKey, NewAuditEvent, NewEnrollmentToken, NewGraphCredential,
-    NewTenant, NewUser, Page, PageRequest, Report, ReportSummary, Tenant, TenantId, TenantScope,
-    TokenRejection, User, UserId,
+    NewTenant, NewUser, Page, PageRequest, Report, ReportSummary, Role, Tenant, TenantId,
+    TenantScope, TokenRejection, User, UserId,
 };
 
 pub use error::StoreError;
@@ -202,6 +202,42 @@ pub trait Store: Send + Sync + 'static {
         &self,
         scope: &TenantScope,
     ) -> Result<Vec<(TenantId, Option<Status>)>, StoreError>;
+    /// Changes a user's role and replaces its tenant assignments in one step. A tenant that
+    /// does not exist is `NotFound` and changes nothing.
+    async fn set_user_role(
+        &self,
+        id: UserId,
+        role: Role,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError>;
+    /// Records that `user` created (and owns) the API key. A key that does not exist is
+    /// `NotFound`.
+    async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError>;
+    /// The user who owns the API key, if a user created it.
+    async fn api_key_owner(&self, key: ApiKeyId) -> Result<Option<UserId>, StoreError>;
+    /// Sets or clears a user's password hash (an argon2id PHC string).
+    async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: Option<String>,
+    ) -> Result<(), StoreError>;
+    /// The user with this name and its password hash, for signing in; `NotFound` when no user
+    /// has the name.
+    async fn user_by_name(&self, name: &str) -> Result<(User, Option<String>), StoreError>;
+    /// Deletes a user and its assignments. Its session tokens stop working because the user
+    /// is gone; its audit events stay.
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
+    /// Refuses a session token (by its `jti`) until `expires_at`; revoking twice changes
+    /// nothing. Drops revocations of tokens that expired before `now`.
+    async fn revoke_session_token(
+        &self,
+        jti: uuid::Uuid,
+        user: UserId,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Whether the session token with this `jti` was revoked.
+    async fn session_token_revoked(&self, jti: uuid::Uuid) -> Result<bool, StoreError>;
 
     /// Appends an event to the audit log.
     async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError>;

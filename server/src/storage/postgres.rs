@@ -1290,6 +1290,148 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn set_user_role(
+        &self,
+        id: UserId,
+        role: crate::domain::Role,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError> {
+        let tenants = convert::distinct(tenants);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenants_exist(&mut tx, &tenants).await?;
+        sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO user_tenants (user_id, tenant_id) SELECT $1, t FROM UNNEST($2::uuid[]) AS t",
+        )
+        .bind(id.0)
+        .bind(uuids(&tenants))
+        .execute(&mut *tx)
+        .await?;
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM api_keys WHERE id = $1")
+            .bind(key.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "INSERT INTO api_key_owners (api_key_id, user_id) VALUES ($1, $2) \
+             ON CONFLICT (api_key_id) DO UPDATE SET user_id = excluded.user_id",
+        )
+        .bind(key.0)
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_key_owner(&self, key: ApiKeyId) -> Result<Option<UserId>, StoreError> {
+        let owner: Option<(Uuid,)> =
+            sqlx::query_as("SELECT user_id FROM api_key_owners WHERE api_key_id = $1")
+                .bind(key.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(owner.map(|(id,)| UserId(id)))
+    }
+
+    async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: Option<String>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<(User, Option<String>), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let found: Option<(Uuid, Option<String>)> =
+            sqlx::query_as("SELECT id, password_hash FROM users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (id, password_hash) = found.ok_or(StoreError::NotFound)?;
+        let user = load_user(&mut conn, UserId(id)).await?;
+        Ok((user, password_hash))
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_session_token(
+        &self,
+        jti: Uuid,
+        user: UserId,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM revoked_session_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_session_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(user.0)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session_token_revoked(&self, jti: Uuid) -> Result<bool, StoreError> {
+        let found: Option<(i32,)> =
+            sqlx::query_as("SELECT 1 FROM revoked_session_tokens WHERE jti = $1")
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError> {
         let row: AuditRow = sqlx::query_as(&format!(
             "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \

@@ -1376,6 +1376,150 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn set_user_role(
+        &self,
+        id: UserId,
+        role: crate::domain::Role,
+        tenants: Vec<TenantId>,
+    ) -> Result<User, StoreError> {
+        let tenants = convert::distinct(tenants);
+        let mut tx = self.begin_write().await?;
+        load_user(&mut tx, id).await?;
+        tenants_exist(&mut tx, &tenants).await?;
+        sqlx::query("UPDATE users SET role = ?2 WHERE id = ?1")
+            .bind(id_text(&id.0))
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = ?1")
+            .bind(id_text(&id.0))
+            .execute(&mut *tx)
+            .await?;
+        for tenant in &tenants {
+            sqlx::query("INSERT INTO user_tenants (user_id, tenant_id) VALUES (?1, ?2)")
+                .bind(id_text(&id.0))
+                .bind(id_text(&tenant.0))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM api_keys WHERE id = ?1")
+            .bind(id_text(&key.0))
+            .fetch_optional(&mut *tx)
+            .await?;
+        exists.ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "INSERT INTO api_key_owners (api_key_id, user_id) VALUES (?1, ?2) \
+             ON CONFLICT (api_key_id) DO UPDATE SET user_id = excluded.user_id",
+        )
+        .bind(id_text(&key.0))
+        .bind(id_text(&user.0))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_key_owner(&self, key: ApiKeyId) -> Result<Option<UserId>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let owner: Option<(String,)> =
+            sqlx::query_as("SELECT user_id FROM api_key_owners WHERE api_key_id = ?1")
+                .bind(id_text(&key.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+        owner
+            .map(|(id,)| id_of(&id, "api key owner").map(UserId))
+            .transpose()
+    }
+
+    async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: Option<String>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = ?2 WHERE id = ?1")
+            .bind(id_text(&id.0))
+            .bind(password_hash)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<(User, Option<String>), StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let found: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, password_hash FROM users WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (id, password_hash) = found.ok_or(StoreError::NotFound)?;
+        let user = load_user(&mut conn, UserId(id_of(&id, "user id")?)).await?;
+        Ok((user, password_hash))
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM user_tenants WHERE user_id = ?1")
+            .bind(id_text(&id.0))
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = ?1")
+            .bind(id_text(&id.0))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_session_token(
+        &self,
+        jti: Uuid,
+        user: UserId,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM revoked_session_tokens WHERE expires_at < ?1")
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_session_tokens (jti, user_id, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(id_text(&jti))
+        .bind(id_text(&user.0))
+        .bind(micros(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session_token_revoked(&self, jti: Uuid) -> Result<bool, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let found: Option<(i64,)> =
+            sqlx::query_as("SELECT 1 FROM revoked_session_tokens WHERE jti = ?1")
+                .bind(id_text(&jti))
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn record_audit_event(&self, new: NewAuditEvent) -> Result<AuditEvent, StoreError> {
         let mut tx = self.begin_write().await?;
         let row: AuditRow = sqlx::query_as(&format!(

@@ -1,8 +1,9 @@
 //! Test peers and the skip-or-fail policy shared by every end-to-end test.
 //!
 //! `samba` provisions a real Samba AD DC, `postgres` creates a throw-away
-//! PostgreSQL database, `tls` makes test CAs and HTTPS endpoints on loopback.
+//! PostgreSQL database, `tls` makes test CAs and HTTPS endpoints on loopback, `oidc` is a fake OIDC provider.
 
+pub mod oidc;
 pub mod postgres;
 pub mod samba;
 pub mod tls;

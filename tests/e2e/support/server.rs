@@ -93,12 +93,19 @@ impl TestServer {
 
     /// Starts the server again on the same ports and database.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like [`restart`](Self::restart), with a chance to change the configuration (the
+    /// change is kept for later restarts).
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
         self.stop().await?;
-        let config = Config {
+        let mut config = Config {
             http_addr: self.http,
             grpc_addr: self.grpc,
             ..self.config.clone()
         };
+        tweak(&mut config);
         let server = Server::build(config.clone()).await?;
         assert!(
             server.initial_admin_key().is_none(),
@@ -231,6 +238,54 @@ impl TestServer {
             key["id"].as_str().context("id")?.to_owned(),
             key["key"].as_str().context("key")?.to_owned(),
         ))
+    }
+
+    /// Creates a user with the administrator key, sets its password and signs it in; returns
+    /// (user id, session token).
+    pub async fn create_signed_in_user(
+        &self,
+        name: &str,
+        role: &str,
+        tenants: &[&str],
+        password: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let (status, user) = self
+            .call(
+                reqwest::Method::POST,
+                "/users",
+                Some(json!({"name": name, "role": role, "tenant_ids": tenants})),
+            )
+            .await?;
+        if status != 201 {
+            bail!("creating user {name} answered {status}: {user}");
+        }
+        let id = user["id"].as_str().context("user id")?.to_owned();
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/users/{id}/password"),
+                Some(json!({ "password": password })),
+            )
+            .await?;
+        if status != 204 {
+            bail!("setting the password of {name} answered {status}: {body}");
+        }
+        let (status, session) = self.sign_in(name, password).await?;
+        if status != 200 {
+            bail!("signing in {name} answered {status}: {session}");
+        }
+        Ok((id, session["token"].as_str().context("token")?.to_owned()))
+    }
+
+    /// `POST /api/v1/sign-in` with no credential; returns status and body.
+    pub async fn sign_in(&self, name: &str, password: &str) -> anyhow::Result<(u16, Value)> {
+        self.call_as(
+            None,
+            reqwest::Method::POST,
+            "/sign-in",
+            Some(json!({ "name": name, "password": password })),
+        )
+        .await
     }
 
     /// Enrolls an agent into `tenant` over gRPC, as `wbhealth-agent enroll` does, and returns

@@ -1,0 +1,21 @@
+-- Signing in: a user's password (an argon2id PHC string, NULL when the user has none and can
+-- only sign in through an OIDC provider) and the session tokens signed out before they expired.
+-- Kept in step with migrations/sqlite/0005_sign_in.sql.
+
+ALTER TABLE users ADD COLUMN password_hash text;
+
+CREATE TABLE revoked_session_tokens (
+    jti        uuid        NOT NULL PRIMARY KEY,
+    user_id    uuid        NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+
+CREATE INDEX revoked_session_tokens_expiry ON revoked_session_tokens (expires_at);
+
+-- An API key created by a signed-in user belongs to that user: it stops working when the user
+-- is deleted and never does more, or sees more tenants, than the user may now. (No foreign key
+-- to users: the row outlives the user, and the key is refused because its owner is gone.)
+CREATE TABLE api_key_owners (
+    api_key_id uuid NOT NULL PRIMARY KEY REFERENCES api_keys (id),
+    user_id    uuid NOT NULL
+);

@@ -16,7 +16,9 @@ use tonic::transport::{Channel, Endpoint};
 use wbhealth_proto::v1::agent_message::Kind as AgentKind;
 use wbhealth_proto::v1::agent_service_client::AgentServiceClient;
 use wbhealth_proto::v1::server_message::Kind as ServerKind;
-use wbhealth_proto::v1::{AgentConfig, AgentMessage, EnrollRequest, Heartbeat, Hello, HostFacts};
+use wbhealth_proto::v1::{
+    AgentConfig, AgentMessage, CredentialStored, EnrollRequest, Heartbeat, Hello, HostFacts,
+};
 
 use crate::config::{Endpoint as NetEndpoint, Settings};
 use crate::runner::{Selection, run_once};
@@ -148,7 +150,7 @@ pub async fn run(
     });
     let shared = Shared {
         settings,
-        identity,
+        identity: std::sync::Mutex::new(identity),
         host_name,
         spool,
         config: config_tx,
@@ -168,7 +170,8 @@ pub async fn run(
 /// What the scheduler and the connection share.
 struct Shared {
     settings: Settings,
-    identity: Identity,
+    /// Replaced when the server rotates the credential.
+    identity: std::sync::Mutex<Identity>,
     host_name: String,
     spool: Spool,
     /// The server's latest configuration; the connection writes it, the scheduler reads it.
@@ -227,7 +230,12 @@ async fn stay_connected(shared: &Shared) {
         let result = session(shared).await;
         match result {
             Ok(()) => backoff = Duration::from_secs(1),
-            Err(ClientError::Status(status)) if status.code() == tonic::Code::Unauthenticated => {
+            Err(ClientError::Status(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
                 tracing::error!(reason = %status.message(), "the server refused this agent's credential; retrying slowly");
                 backoff = MAX_BACKOFF;
             }
@@ -242,6 +250,13 @@ async fn stay_connected(shared: &Shared) {
     }
 }
 
+fn lock(identity: &std::sync::Mutex<Identity>) -> std::sync::MutexGuard<'_, Identity> {
+    // Replacing the identity is one assignment; a panic cannot leave it half-written.
+    identity
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn session(shared: &Shared) -> Result<(), ClientError> {
     let Shared {
         settings,
@@ -252,10 +267,11 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
         run_now,
         spooled,
     } = shared;
-    let mut client = AgentServiceClient::new(channel(&identity.server_url).await?);
+    let current = lock(identity).clone();
+    let mut client = AgentServiceClient::new(channel(&current.server_url).await?);
     let (tx, rx) = mpsc::channel::<AgentMessage>(32);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    let bearer = format!("Bearer {}", identity.credential.expose_secret());
+    let bearer = format!("Bearer {}", current.credential.expose_secret());
     request.metadata_mut().insert(
         "authorization",
         bearer.parse().map_err(|_| {
@@ -278,7 +294,7 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
     }))
     .await?;
     let mut inbound = client.session(request).await?.into_inner();
-    tracing::info!(server = %identity.server_url, "connected");
+    tracing::info!(server = %current.server_url, "connected");
 
     let mut sent: HashSet<String> = HashSet::new();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -310,6 +326,22 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
                         });
                     }
                     Some(ServerKind::RunNow(_)) => run_now.notify_one(),
+                    Some(ServerKind::RotateCredential(rotate)) => {
+                        let credential = rotate.credential;
+                        let mut next = current.clone();
+                        next.credential = SecretString::from(credential.clone());
+                        // Stored before it is confirmed: the server refuses the old credential
+                        // once it has the confirmation. Should saving fail, the old one keeps
+                        // working and the server may try again.
+                        match next.save(&settings.state_dir) {
+                            Ok(()) => {
+                                *lock(identity) = next;
+                                tracing::info!("the server rotated this agent's credential; the new one is stored");
+                                send(AgentKind::CredentialStored(CredentialStored { credential })).await?;
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot store the new credential; keeping the old one"),
+                        }
+                    }
                     None => tracing::debug!("ignoring a server message of an unknown kind"),
                 }
             }

@@ -89,6 +89,12 @@ impl Identity {
         let text = serde_json::to_string_pretty(&stored).expect("a struct of strings serializes");
         write_private(&tmp, text.as_bytes()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // The rename itself must survive a power cut: a rotated credential that reverted
+        // would be refused once the server retired the old one.
+        #[cfg(unix)]
+        std::fs::File::open(state_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(state_dir))?;
         Ok(())
     }
 }

@@ -127,9 +127,16 @@ impl AgentService for AgentGrpc {
         let state = self.state.clone();
         tracing::info!(agent_id = %agent.id, tenant_id = %agent.tenant_id, "agent connected");
         tokio::spawn(async move {
-            let _registration = registration;
             loop {
-                let message = match inbound.message().await {
+                let received = tokio::select! {
+                    received = inbound.message() => received,
+                    () = registration.revoked() => {
+                        tracing::info!(agent_id = %agent.id, "closing the stream of a revoked agent");
+                        let _ = tx.send(Err(revoked_status())).await;
+                        break;
+                    }
+                };
+                let message = match received {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
                     Err(status) => {
@@ -188,16 +195,61 @@ impl AgentGrpc {
             Err(crate::storage::StoreError::NotFound) => return Err(unknown()),
             Err(e) => return Err(Error::from_store(e, "agent").into()),
         };
-        if !secrets::verify(secret, &stored.credential_hash) {
+        let current = secrets::verify(secret, &stored.credential_hash);
+        let pending = !current
+            && stored
+                .pending_credential_hash
+                .as_deref()
+                .is_some_and(|hash| secrets::verify(secret, hash));
+        if !(current || pending) {
             return Err(unknown());
         }
         if stored.agent.revoked_at.is_some() {
-            return Err(Status::unauthenticated(
-                "this agent's credential was revoked; enroll it again",
-            ));
+            return Err(revoked_status());
+        }
+        if pending {
+            // The agent stored the new credential but its confirmation was lost: presenting
+            // it is confirmation enough.
+            complete_rotation(&self.state, &stored.agent, secret).await?;
         }
         Ok(stored.agent)
     }
+}
+
+/// What a revoked agent is told, on connecting and when its open stream is closed.
+fn revoked_status() -> Status {
+    Status::permission_denied(
+        "this agent was revoked by an administrator; its credential is no longer accepted; enroll it again with a new token",
+    )
+}
+
+/// Makes the pending credential whose secret is `secret` the agent's only one, and records it.
+async fn complete_rotation(state: &AppState, agent: &Agent, secret: &str) -> Result<(), Status> {
+    let done = state
+        .store
+        .complete_credential_rotation(agent.id, &secrets::hash(secret), OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| Status::from(Error::from_store(e, "agent")))?;
+    if !done {
+        tracing::debug!(agent_id = %agent.id, "credential confirmation for no pending rotation");
+        return Ok(());
+    }
+    tracing::info!(agent_id = %agent.id, "agent credential rotated; the old one is refused from now on");
+    if let Err(e) = state
+        .store
+        .record_audit_event(NewAuditEvent {
+            principal_id: agent.id.0,
+            principal_name: format!("agent on {}", agent.host.hostname),
+            action: AuditAction::AgentCredentialRotated,
+            tenant_id: Some(agent.tenant_id),
+            target_id: Some(agent.id.0),
+            client_ip: None,
+        })
+        .await
+    {
+        tracing::error!(agent_id = %agent.id, error = %format!("{e:#}"), "audit event not recorded");
+    }
+    Ok(())
 }
 
 /// Acts on one message from an agent and says what to answer. An `Err` ends the stream.
@@ -232,8 +284,32 @@ async fn handle_message(
                 .map_err(store_error)?;
             Ok(None)
         }
+        Some(AgentKind::CredentialStored(stored)) => {
+            let secret = stored
+                .credential
+                .split_once('.')
+                .filter(|(id, _)| *id == agent.id.to_string())
+                .map(|(_, secret)| secret)
+                .ok_or_else(|| {
+                    Status::invalid_argument(
+                        "credential_stored must carry this agent's new credential",
+                    )
+                })?;
+            complete_rotation(state, agent, secret).await?;
+            Ok(None)
+        }
         Some(AgentKind::Report(report)) => {
             let report_id = report.report_id.clone();
+            // Another replica may have revoked the agent while this stream was open: nothing
+            // from a revoked agent is stored.
+            let current = state
+                .store
+                .agent_credential(agent.id)
+                .await
+                .map_err(store_error)?;
+            if current.agent.revoked_at.is_some() {
+                return Err(revoked_status());
+            }
             state
                 .store
                 .touch_agent(agent.id, now, None)

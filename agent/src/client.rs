@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
+use std::path::Path;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use wbhealth_proto::v1::agent_message::Kind as AgentKind;
 use wbhealth_proto::v1::agent_service_client::AgentServiceClient;
 use wbhealth_proto::v1::server_message::Kind as ServerKind;
@@ -38,11 +40,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server URL is not usable.
-    #[error("server URL {0:?} is not valid; use http://HOST:PORT")]
+    #[error(
+        "server URL {0:?} is not valid; use https://HOST:PORT (http:// only for a server on loopback)"
+    )]
     BadUrl(String),
-    /// The server could not be reached.
+    /// The server could not be reached, or its certificate was not trusted.
     #[error("cannot reach the server: {0}")]
-    Connect(#[from] tonic::transport::Error),
+    Connect(String),
+    /// The server's CA file could not be used.
+    #[error("server.ca_file {path}: {problem}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The server refused or failed the call.
     #[error("{}", .0.message())]
     Status(#[from] tonic::Status),
@@ -54,12 +66,49 @@ pub enum ClientError {
     Spool(#[from] crate::spool::SpoolError),
 }
 
-async fn channel(url: &str) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+impl From<tonic::transport::Error> for ClientError {
+    fn from(e: tonic::transport::Error) -> Self {
+        // tonic's own message is just "transport error"; the cause is in the chain.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        if text.contains("certificate") || text.contains("UnknownIssuer") {
+            text.push_str(
+                "; the server's certificate is not trusted: set ca_file under [server] in agent.toml to the CA that signed it",
+            );
+        }
+        ClientError::Connect(text)
+    }
+}
+
+/// A channel to the server; `https://` URLs verify the server against `ca_file` when given,
+/// the system's trusted roots otherwise.
+async fn channel(url: &str, ca_file: Option<&Path>) -> Result<Channel, ClientError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|_| ClientError::BadUrl(url.to_owned()))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(60))
         .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        tls = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| ClientError::CaFile {
+                    path: path.display().to_string(),
+                    problem: e.to_string(),
+                })?;
+                tls.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => tls.with_native_roots(),
+        };
+        endpoint = endpoint.tls_config(tls)?;
+    } else if !url.starts_with("http://") {
+        return Err(ClientError::BadUrl(url.to_owned()));
+    }
     Ok(endpoint.connect().await?)
 }
 
@@ -80,10 +129,11 @@ pub fn host_facts(host_name: &str, settings: &Settings) -> HostFacts {
 /// Trades an enrollment token for an identity.
 pub async fn enroll(
     server_url: &str,
+    ca_file: Option<&Path>,
     token: &str,
     host: HostFacts,
 ) -> Result<Identity, ClientError> {
-    let mut client = AgentServiceClient::new(channel(server_url).await?);
+    let mut client = AgentServiceClient::new(channel(server_url, ca_file).await?);
     let response = client
         .enroll(EnrollRequest {
             token: token.to_owned(),
@@ -268,7 +318,9 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
         spooled,
     } = shared;
     let current = lock(identity).clone();
-    let mut client = AgentServiceClient::new(channel(&current.server_url).await?);
+    let mut client = AgentServiceClient::new(
+        channel(&current.server_url, settings.server_ca_file.as_deref()).await?,
+    );
     let (tx, rx) = mpsc::channel::<AgentMessage>(32);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     let bearer = format!("Bearer {}", current.credential.expose_secret());

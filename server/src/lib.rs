@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod sessions;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,6 +48,7 @@ pub struct Server {
     http: TcpListener,
     grpc: TcpListener,
     initial_admin_key: Option<String>,
+    tls: Option<config::TlsFiles>,
 }
 
 impl Server {
@@ -75,6 +77,7 @@ impl Server {
             )
         })?;
         let master_key = load_master_key(&config)?;
+        let tls = config.tls()?;
         let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
         let state = AppState {
             store,
@@ -88,7 +91,13 @@ impl Server {
             http,
             grpc,
             initial_admin_key,
+            tls,
         })
+    }
+
+    /// Whether both listeners speak TLS (`https://`).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Where REST listens.
@@ -125,21 +134,38 @@ impl Server {
 
         let rest = api::router(self.state.clone());
         let http_cancel = cancel.clone();
+        let rest_tls = self.tls.as_ref().map(tls::rest_config).transpose()?;
         let http = async move {
-            axum::serve(
-                self.http,
-                rest.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_cancel.cancelled_owned())
-            .await
+            let service = rest.into_make_service_with_connect_info::<SocketAddr>();
+            match rest_tls {
+                None => {
+                    axum::serve(self.http, service)
+                        .with_graceful_shutdown(http_cancel.cancelled_owned())
+                        .await
+                }
+                Some(config) => {
+                    use axum::serve::ListenerExt as _;
+                    // tap_io: axum hands the peer address to handlers through it.
+                    let listener = tls::TlsListener::new(self.http, config)?.tap_io(|_| {});
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(http_cancel.cancelled_owned())
+                        .await
+                }
+            }
             .context("REST listener failed")
         };
 
         let grpc_cancel = cancel.clone();
         let grpc_state = self.state.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(files) = &self.tls {
+            builder = builder
+                .tls_config(tls::grpc_config(files))
+                .context("--tls-cert / --tls-key: unusable for gRPC")?;
+        }
         let grpc = async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
-            tonic::transport::Server::builder()
+            builder
                 .add_service(grpc::service(grpc_state))
                 .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled_owned())
                 .await

@@ -29,17 +29,16 @@ pub struct RawSession {
     pub inbound: Streaming<ServerMessage>,
 }
 
-async fn client(url: &str) -> anyhow::Result<AgentServiceClient<tonic::transport::Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect()
-        .await?;
-    Ok(AgentServiceClient::new(channel))
+async fn client(
+    server: &TestServer,
+) -> anyhow::Result<AgentServiceClient<tonic::transport::Channel>> {
+    Ok(AgentServiceClient::new(server.grpc_channel().await?))
 }
 
 /// Enrolls over gRPC and returns the response (agent id and credential).
 pub async fn enroll(server: &TestServer, tenant: &str) -> anyhow::Result<v1::EnrollResponse> {
     let (_, token) = server.enrollment_token(tenant, 1).await?;
-    Ok(client(&server.grpc_url())
+    Ok(client(server)
         .await?
         .enroll(EnrollRequest {
             token,
@@ -57,7 +56,7 @@ pub async fn enroll(server: &TestServer, tenant: &str) -> anyhow::Result<v1::Enr
 /// Opens a session with `credential` and reads the configuration the server sends first.
 /// The outer error is a test failure; the inner one is the server's refusal.
 pub async fn open_session(
-    url: &str,
+    server: &TestServer,
     credential: &str,
 ) -> anyhow::Result<Result<RawSession, Status>> {
     let (tx, rx) = mpsc::channel::<AgentMessage>(8);
@@ -65,7 +64,7 @@ pub async fn open_session(
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {credential}").parse()?);
-    let mut inbound = match client(url).await?.session(request).await {
+    let mut inbound = match client(server).await?.session(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Ok(Err(status)),
     };
@@ -128,7 +127,7 @@ async fn a_revoked_agent_is_cut_off_mid_stream(database_url: &str) -> anyhow::Re
     let tenant = server.create_tenant("Contoso").await?;
     let enrolled = enroll(&server, &tenant).await?;
     let agent = &enrolled.agent_id;
-    let mut session = open_session(&server.grpc_url(), &enrolled.credential)
+    let mut session = open_session(&server, &enrolled.credential)
         .await?
         .expect("a fresh credential opens a session");
     report_acked(&mut session).await?;
@@ -155,7 +154,7 @@ async fn a_revoked_agent_is_cut_off_mid_stream(database_url: &str) -> anyhow::Re
     // Whatever it still sends is not stored, and it can never come back with that credential.
     let _ = session.tx.send(report()).await;
     assert_eq!(report_count(&server, &tenant, agent).await?, 1);
-    let refused = open_session(&server.grpc_url(), &enrolled.credential)
+    let refused = open_session(&server, &enrolled.credential)
         .await?
         .err()
         .expect("a revoked credential opens no session");
@@ -287,7 +286,7 @@ async fn a_rotated_agent_keeps_reporting_and_its_old_credential_is_refused() -> 
     // Once the agent has confirmed, the old credential is refused.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match open_session(&server.grpc_url(), &old).await? {
+        match open_session(&server, &old).await? {
             Err(status) => {
                 assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
                 break;
@@ -335,7 +334,7 @@ async fn a_lost_rotation_confirmation_never_locks_the_agent_out() -> anyhow::Res
     let tenant = server.create_tenant("Contoso").await?;
     let enrolled = enroll(&server, &tenant).await?;
     let agent = &enrolled.agent_id;
-    let mut session = open_session(&server.grpc_url(), &enrolled.credential)
+    let mut session = open_session(&server, &enrolled.credential)
         .await?
         .expect("session");
     let (code, body) = server
@@ -352,17 +351,17 @@ async fn a_lost_rotation_confirmation_never_locks_the_agent_out() -> anyhow::Res
     };
     // The agent goes away without confirming: both credentials still work.
     drop(session);
-    let mut old = open_session(&server.grpc_url(), &enrolled.credential)
+    let mut old = open_session(&server, &enrolled.credential)
         .await?
         .expect("the old credential works until the confirmation");
     report_acked(&mut old).await?;
     drop(old);
     // Presenting the new credential is confirmation enough; the old one is refused after it.
-    let mut new = open_session(&server.grpc_url(), &rotate.credential)
+    let mut new = open_session(&server, &rotate.credential)
         .await?
         .expect("the new credential works");
     report_acked(&mut new).await?;
-    let refused = open_session(&server.grpc_url(), &enrolled.credential)
+    let refused = open_session(&server, &enrolled.credential)
         .await?
         .err()
         .expect("the old credential is retired");
@@ -405,7 +404,7 @@ async fn an_agent_cannot_act_for_another_agent_or_tenant() -> anyhow::Result<()>
         format!("{}.{}", b.agent_id, secret(&a.credential)),
         format!("{}.{}", a.agent_id, secret(&b.credential)),
     ] {
-        let refused = open_session(&server.grpc_url(), &credential)
+        let refused = open_session(&server, &credential)
             .await?
             .err()
             .expect("a mixed credential opens no session");
@@ -414,7 +413,7 @@ async fn an_agent_cannot_act_for_another_agent_or_tenant() -> anyhow::Result<()>
     }
 
     // What agent A reports is filed under A in Contoso, never in Fabrikam.
-    let mut session = open_session(&server.grpc_url(), &a.credential)
+    let mut session = open_session(&server, &a.credential)
         .await?
         .expect("session");
     report_acked(&mut session).await?;

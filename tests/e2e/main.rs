@@ -18,3 +18,4 @@ mod network_checks;
 mod peers;
 mod support;
 mod swagger_ui;
+mod transport_tls;

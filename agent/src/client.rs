@@ -25,7 +25,7 @@ use wbhealth_proto::v1::{
 use crate::config::{Endpoint as NetEndpoint, Settings};
 use crate::runner::{Selection, run_once};
 use crate::spool::Spool;
-use crate::state::Identity;
+use crate::state::{ClientTls, Identity};
 use crate::wire;
 
 /// How long to wait for the server to answer a connection attempt.
@@ -61,6 +61,9 @@ pub enum ClientError {
     /// The server closed the session.
     #[error("the server closed the session")]
     Closed,
+    /// The key pair for a client certificate could not be made.
+    #[error("cannot generate a key pair for the client certificate: {0}")]
+    Key(String),
     /// The spool failed.
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
@@ -87,7 +90,11 @@ impl From<tonic::transport::Error> for ClientError {
 
 /// A channel to the server; `https://` URLs verify the server against `ca_file` when given,
 /// the system's trusted roots otherwise.
-async fn channel(url: &str, ca_file: Option<&Path>) -> Result<Channel, ClientError> {
+async fn channel(
+    url: &str,
+    ca_file: Option<&Path>,
+    client_tls: Option<&ClientTls>,
+) -> Result<Channel, ClientError> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|_| ClientError::BadUrl(url.to_owned()))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -105,6 +112,12 @@ async fn channel(url: &str, ca_file: Option<&Path>) -> Result<Channel, ClientErr
             }
             None => tls.with_native_roots(),
         };
+        if let Some(client) = client_tls {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                &client.cert_pem,
+                client.key_pem.expose_secret(),
+            ));
+        }
         endpoint = endpoint.tls_config(tls)?;
     } else if !url.starts_with("http://") {
         return Err(ClientError::BadUrl(url.to_owned()));
@@ -133,19 +146,38 @@ pub async fn enroll(
     token: &str,
     host: HostFacts,
 ) -> Result<Identity, ClientError> {
-    let mut client = AgentServiceClient::new(channel(server_url, ca_file).await?);
+    let mut client = AgentServiceClient::new(channel(server_url, ca_file, None).await?);
+    // Over TLS the agent offers a public key for a client certificate; the private key is
+    // made here and never leaves this machine. A server without mutual TLS ignores it.
+    let key = if server_url.starts_with("https://") {
+        Some(rcgen::KeyPair::generate().map_err(|e| ClientError::Key(e.to_string()))?)
+    } else {
+        None
+    };
     let response = client
         .enroll(EnrollRequest {
             token: token.to_owned(),
             host: Some(host),
+            client_public_key: key
+                .as_ref()
+                .map(|k| k.public_key_raw().to_vec())
+                .unwrap_or_default(),
         })
         .await?
         .into_inner();
+    let client_tls = match key {
+        Some(key) if !response.client_certificate_pem.is_empty() => Some(ClientTls {
+            cert_pem: response.client_certificate_pem,
+            key_pem: SecretString::from(key.serialize_pem()),
+        }),
+        _ => None,
+    };
     Ok(Identity {
         server_url: server_url.to_owned(),
         agent_id: response.agent_id,
         tenant_id: response.tenant_id,
         credential: SecretString::from(response.credential),
+        client_tls,
     })
 }
 
@@ -319,7 +351,12 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
     } = shared;
     let current = lock(identity).clone();
     let mut client = AgentServiceClient::new(
-        channel(&current.server_url, settings.server_ca_file.as_deref()).await?,
+        channel(
+            &current.server_url,
+            settings.server_ca_file.as_deref(),
+            current.client_tls.as_ref(),
+        )
+        .await?,
     );
     let (tx, rx) = mpsc::channel::<AgentMessage>(32);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));

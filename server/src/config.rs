@@ -61,6 +61,22 @@ pub struct Config {
     /// only behind a proxy that terminates TLS.
     #[arg(long, env = "WBH_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+
+    /// Mutual TLS for agents: each agent gets a client certificate at enrollment, and a
+    /// session needs both that certificate and the agent's credential. Needs `--tls-cert`.
+    /// Agents enrolled before it was turned on must enroll again.
+    #[arg(long, env = "WBH_AGENT_MTLS")]
+    pub agent_mtls: bool,
+
+    /// File holding the key of the agent CA that signs agents' client certificates, sealed
+    /// with the secret key. Created on first start with `--agent-mtls`; every replica needs
+    /// the same file.
+    #[arg(
+        long,
+        env = "WBH_AGENT_CA_KEY_FILE",
+        default_value = "wbhealth-agent-ca.key"
+    )]
+    pub agent_ca_key_file: PathBuf,
 }
 
 /// The server's certificate and key, read and checked at start-up.
@@ -208,6 +224,12 @@ impl Config {
             self.secret_key_bytes(key)?;
         }
         self.tls()?;
+        if self.agent_mtls && self.tls_cert.is_none() {
+            return Err(ConfigError {
+                setting: "--agent-mtls / WBH_AGENT_MTLS",
+                problem: "mutual TLS needs TLS; give --tls-cert and --tls-key too".into(),
+            });
+        }
         if self.tls_cert.is_none() && !self.allow_plain_http {
             for (setting, addr) in [
                 ("--http-addr / WBH_HTTP_ADDR", self.http_addr),
@@ -316,6 +338,8 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             allow_plain_http: false,
+            agent_mtls: false,
+            agent_ca_key_file: PathBuf::from("wbhealth-agent-ca.key"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! for people and ticketing systems, and gRPC (`grpc`) for agents. Both call into `domain`
 //! and persist through `storage`.
 
+pub mod agent_ca;
 pub mod api;
 pub mod config;
 pub mod domain;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub failed_auth: Arc<api::auth::FailedAuth>,
     /// The server's secret key: seals stored secrets, signs sessions.
     pub master_key: Arc<MasterKey>,
+    /// The CA that issues agents' client certificates, when mutual TLS is on.
+    pub agent_ca: Option<Arc<agent_ca::AgentCa>>,
 }
 
 /// A server whose listeners are bound, ready to [`run`](Server::run).
@@ -78,6 +81,14 @@ impl Server {
         })?;
         let master_key = load_master_key(&config)?;
         let tls = config.tls()?;
+        let agent_ca = if config.agent_mtls {
+            Some(Arc::new(agent_ca::AgentCa::load_or_create(
+                &config.agent_ca_key_file,
+                &master_key,
+            )?))
+        } else {
+            None
+        };
         let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
         let state = AppState {
             store,
@@ -85,6 +96,7 @@ impl Server {
             config: Arc::new(config),
             failed_auth: Arc::default(),
             master_key: Arc::new(master_key),
+            agent_ca,
         };
         Ok(Server {
             state,
@@ -159,8 +171,16 @@ impl Server {
         let grpc_state = self.state.clone();
         let mut builder = tonic::transport::Server::builder();
         if let Some(files) = &self.tls {
+            let mut config = tls::grpc_config(files);
+            if let Some(ca) = &self.state.agent_ca {
+                // Optional at the handshake: enrollment comes before the certificate does;
+                // sessions demand it (grpc::AgentGrpc::authenticate).
+                config = config
+                    .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+                    .client_auth_optional(true);
+            }
             builder = builder
-                .tls_config(tls::grpc_config(files))
+                .tls_config(config)
                 .context("--tls-cert / --tls-key: unusable for gRPC")?;
         }
         let grpc = async move {

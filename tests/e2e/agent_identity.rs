@@ -37,6 +37,15 @@ async fn client(
 
 /// Enrolls over gRPC and returns the response (agent id and credential).
 pub async fn enroll(server: &TestServer, tenant: &str) -> anyhow::Result<v1::EnrollResponse> {
+    enroll_with_key(server, tenant, Vec::new()).await
+}
+
+/// Enrolls offering `client_public_key` for a client certificate.
+pub async fn enroll_with_key(
+    server: &TestServer,
+    tenant: &str,
+    client_public_key: Vec<u8>,
+) -> anyhow::Result<v1::EnrollResponse> {
     let (_, token) = server.enrollment_token(tenant, 1).await?;
     Ok(client(server)
         .await?
@@ -48,6 +57,7 @@ pub async fn enroll(server: &TestServer, tenant: &str) -> anyhow::Result<v1::Enr
                 agent_version: "0".into(),
                 domain_controller: String::new(),
             }),
+            client_public_key,
         })
         .await?
         .into_inner())
@@ -59,12 +69,22 @@ pub async fn open_session(
     server: &TestServer,
     credential: &str,
 ) -> anyhow::Result<Result<RawSession, Status>> {
+    open_session_as(server, credential, None).await
+}
+
+/// Like [`open_session`], presenting a client certificate when given.
+pub async fn open_session_as(
+    server: &TestServer,
+    credential: &str,
+    client_certificate: Option<tonic::transport::Identity>,
+) -> anyhow::Result<Result<RawSession, Status>> {
     let (tx, rx) = mpsc::channel::<AgentMessage>(8);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {credential}").parse()?);
-    let mut inbound = match client(server).await?.session(request).await {
+    let channel = server.grpc_channel_as(client_certificate).await?;
+    let mut inbound = match AgentServiceClient::new(channel).session(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Ok(Err(status)),
     };
@@ -100,7 +120,7 @@ fn report() -> AgentMessage {
 }
 
 /// Sends a report and expects its acknowledgement.
-async fn report_acked(session: &mut RawSession) -> anyhow::Result<()> {
+pub async fn report_acked(session: &mut RawSession) -> anyhow::Result<()> {
     let message = report();
     let Some(AgentKind::Report(ref sent)) = message.kind else {
         unreachable!("report() makes reports")

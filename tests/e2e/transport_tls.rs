@@ -207,3 +207,147 @@ fn plain_http_off_loopback_is_refused_unless_allowed() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A TLS server with mutual TLS for agents, its agent CA key in `dir`.
+async fn mtls_server(certs: &Certs, dir: &tempfile::TempDir) -> anyhow::Result<TestServer> {
+    let ca_key = dir.path().join("agent-ca.key");
+    TestServer::start_tls_with(
+        &sqlite_url(dir),
+        &certs.cert,
+        &certs.key,
+        &certs.ca,
+        |config| {
+            config.agent_mtls = true;
+            config.agent_ca_key_file = ca_key;
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_agent_reports_over_mutual_tls() -> anyhow::Result<()> {
+    let (certs, _) = make_certs()?;
+    let dir = tempfile::tempdir()?;
+    let server = mtls_server(&certs, &dir).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+    let (_, token) = server.enrollment_token(&tenant, 1).await?;
+    let home = agent_home(Some(&certs.ca))?;
+    home.enroll(&server.grpc_url(), &token)?;
+    let state = std::fs::read_to_string(
+        home.config()
+            .parent()
+            .expect("home folder")
+            .join("state")
+            .join("agent.json"),
+    )?;
+    assert!(
+        state.contains("BEGIN CERTIFICATE") && state.contains("PRIVATE KEY"),
+        "the agent keeps its client certificate and the key it made"
+    );
+    let _agent = home.start()?;
+    let agents = server.get(&format!("/tenants/{tenant}/agents")).await?;
+    let agent = agents[0]["id"].as_str().unwrap_or_default().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reports = server
+            .get(&format!("/tenants/{tenant}/agents/{agent}/reports"))
+            .await?;
+        if reports["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent reports over mutual TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_need_the_agents_own_client_certificate() -> anyhow::Result<()> {
+    use crate::agent_identity::{enroll_with_key, open_session_as, report_acked};
+    let (certs, _) = make_certs()?;
+    let dir = tempfile::tempdir()?;
+    let server = mtls_server(&certs, &dir).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+
+    // Enrollment needs a public key, and checks it before spending the token.
+    let refused = enroll_with_key(&server, &tenant, Vec::new())
+        .await
+        .expect_err("no public key");
+    assert!(refused.to_string().contains("mutual TLS"), "{refused:#}");
+
+    let key_a = rcgen::KeyPair::generate()?;
+    let key_b = rcgen::KeyPair::generate()?;
+    let a = enroll_with_key(&server, &tenant, key_a.public_key_raw().to_vec()).await?;
+    let b = enroll_with_key(&server, &tenant, key_b.public_key_raw().to_vec()).await?;
+    assert!(a.client_certificate_pem.contains("BEGIN CERTIFICATE"));
+    let identity = |cert: &str, key: &rcgen::KeyPair| {
+        Some(tonic::transport::Identity::from_pem(
+            cert,
+            key.serialize_pem(),
+        ))
+    };
+
+    let missing = open_session_as(&server, &a.credential, None)
+        .await?
+        .err()
+        .expect("no client certificate");
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated, "{missing:?}");
+    assert!(
+        missing.message().contains("client certificate"),
+        "{missing:?}"
+    );
+
+    let borrowed = open_session_as(
+        &server,
+        &a.credential,
+        identity(&b.client_certificate_pem, &key_b),
+    )
+    .await?
+    .err()
+    .expect("another agent's certificate");
+    assert_eq!(
+        borrowed.code(),
+        tonic::Code::Unauthenticated,
+        "{borrowed:?}"
+    );
+    assert!(
+        borrowed.message().contains("not issued to this agent"),
+        "{borrowed:?}"
+    );
+
+    let mut own = open_session_as(
+        &server,
+        &a.credential,
+        identity(&a.client_certificate_pem, &key_a),
+    )
+    .await?
+    .expect("its own certificate and credential");
+    report_acked(&mut own).await?;
+    drop(own);
+
+    // Revocation stops the certificate too.
+    let (code, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/tenants/{tenant}/agents/{}", a.agent_id),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 200, "{body}");
+    let revoked = open_session_as(
+        &server,
+        &a.credential,
+        identity(&a.client_certificate_pem, &key_a),
+    )
+    .await?
+    .err()
+    .expect("revoked");
+    assert_eq!(revoked.code(), tonic::Code::PermissionDenied, "{revoked:?}");
+    Ok(())
+}

@@ -54,6 +54,15 @@ impl AgentService for AgentGrpc {
         let host = convert::host_facts(request.host)?;
         let credential_secret = secrets::generate("wbh_agent_");
         let id = AgentId::new();
+        // Checked before the token is spent, so a wrong key costs the agent nothing.
+        let client_certificate_pem = match &self.state.agent_ca {
+            None => String::new(),
+            Some(ca) => ca.issue(id, &request.client_public_key).ok_or_else(|| {
+                Status::invalid_argument(
+                    "this server requires mutual TLS: client_public_key must be an ECDSA P-256 public key (65-byte uncompressed point); update the agent",
+                )
+            })?,
+        };
         let new = NewAgent {
             id,
             credential_hash: secrets::hash(&credential_secret),
@@ -106,6 +115,7 @@ impl AgentService for AgentGrpc {
             tenant_id: agent.tenant_id.to_string(),
             credential: format!("{}.{credential_secret}", agent.id),
             config: Some(self.agent_config()),
+            client_certificate_pem,
         }))
     }
 
@@ -115,7 +125,26 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
+        let peer_certs = request.peer_certs();
         let agent = self.authenticate(request.metadata()).await?;
+        if self.state.agent_ca.is_some() {
+            // The TLS layer verified the certificate against the agent CA; it must also be
+            // this agent's own, so a stolen credential or a stolen certificate alone is useless.
+            let leaf = peer_certs
+                .as_deref()
+                .and_then(|certs| certs.first())
+                .ok_or_else(|| {
+                    Status::unauthenticated(
+                        "this server requires mutual TLS: present the client certificate issued at enrollment (enroll the agent again if it has none)",
+                    )
+                })?;
+            if !crate::agent_ca::certificate_names(leaf, agent.id) {
+                tracing::warn!(agent_id = %agent.id, "client certificate of another agent presented");
+                return Err(Status::unauthenticated(
+                    "the client certificate was not issued to this agent",
+                ));
+            }
+        }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         tx.send(Ok(ServerMessage {

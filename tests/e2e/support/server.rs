@@ -67,9 +67,21 @@ impl TestServer {
         key: &std::path::Path,
         ca: &std::path::Path,
     ) -> anyhow::Result<TestServer> {
+        Self::start_tls_with(database_url, cert, key, ca, |_| {}).await
+    }
+
+    /// Like [`start_tls`](Self::start_tls), with a chance to change the configuration.
+    pub async fn start_tls_with(
+        database_url: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestServer> {
         let mut server = Self::start_with(database_url, |config| {
             config.tls_cert = Some(cert.to_path_buf());
             config.tls_key = Some(key.to_path_buf());
+            tweak(config);
         })
         .await?;
         server.tls_ca = Some(ca.to_path_buf());
@@ -167,12 +179,22 @@ impl TestServer {
 
     /// A gRPC channel to the server, trusting its CA when it serves TLS.
     pub async fn grpc_channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        self.grpc_channel_as(None).await
+    }
+
+    /// Like [`grpc_channel`](Self::grpc_channel), presenting a client certificate when given.
+    pub async fn grpc_channel_as(
+        &self,
+        client: Option<tonic::transport::Identity>,
+    ) -> anyhow::Result<tonic::transport::Channel> {
         let mut endpoint = tonic::transport::Endpoint::from_shared(self.grpc_url())?;
         if let Some(ca) = &self.tls_ca {
-            endpoint = endpoint.tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca)?)),
-            )?;
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca)?));
+            if let Some(client) = client {
+                tls = tls.identity(client);
+            }
+            endpoint = endpoint.tls_config(tls)?;
         }
         Ok(endpoint.connect().await?)
     }
@@ -305,6 +327,7 @@ impl TestServer {
                     agent_version: "0".to_owned(),
                     domain_controller: String::new(),
                 }),
+                client_public_key: Vec::new(),
             })
             .await?
             .into_inner();

@@ -473,3 +473,39 @@ async fn an_agent_cannot_act_for_another_agent_or_tenant() -> anyhow::Result<()>
     report_acked(&mut session).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_made_by_another_replica_ends_the_stream_at_the_next_heartbeat()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(&dir);
+    let server = TestServer::start(&url).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+    let enrolled = enroll(&server, &tenant).await?;
+    let mut session = open_session(&server, &enrolled.credential)
+        .await?
+        .expect("session");
+    // Another replica revokes through the shared database; this process's registry never
+    // hears of it.
+    let store = wbhealth_server::storage::open(&url).await?;
+    store
+        .revoke_agent(
+            &wbhealth_server::domain::TenantScope::All,
+            tenant.parse()?,
+            enrolled.agent_id.parse()?,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?;
+    session
+        .tx
+        .send(AgentMessage {
+            kind: Some(AgentKind::Heartbeat(v1::Heartbeat { sent_at: None })),
+        })
+        .await?;
+    let end = tokio::time::timeout(Duration::from_secs(5), session.inbound.message())
+        .await
+        .expect("the heartbeat is answered by closing the stream")
+        .expect_err("the stream ends with a status");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    Ok(())
+}

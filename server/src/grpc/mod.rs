@@ -252,6 +252,19 @@ fn revoked_status() -> Status {
     )
 }
 
+/// Ends the stream of an agent revoked since it connected.
+async fn ensure_not_revoked(state: &AppState, agent: &Agent) -> Result<(), Status> {
+    let current = state
+        .store
+        .agent_credential(agent.id)
+        .await
+        .map_err(|e| Status::from(Error::from_store(e, "agent")))?;
+    if current.agent.revoked_at.is_some() {
+        return Err(revoked_status());
+    }
+    Ok(())
+}
+
 /// Makes the pending credential whose secret is `secret` the agent's only one, and records it.
 async fn complete_rotation(state: &AppState, agent: &Agent, secret: &str) -> Result<(), Status> {
     let done = state
@@ -306,6 +319,8 @@ async fn handle_message(
             Ok(None)
         }
         Some(AgentKind::Heartbeat(_)) => {
+            // A revocation made on another replica reaches this stream within a heartbeat.
+            ensure_not_revoked(state, agent).await?;
             state
                 .store
                 .touch_agent(agent.id, now, None)
@@ -331,14 +346,7 @@ async fn handle_message(
             let report_id = report.report_id.clone();
             // Another replica may have revoked the agent while this stream was open: nothing
             // from a revoked agent is stored.
-            let current = state
-                .store
-                .agent_credential(agent.id)
-                .await
-                .map_err(store_error)?;
-            if current.agent.revoked_at.is_some() {
-                return Err(revoked_status());
-            }
+            ensure_not_revoked(state, agent).await?;
             state
                 .store
                 .touch_agent(agent.id, now, None)

@@ -87,6 +87,7 @@ fn dev_certs() -> ExitCode {
         files.server_cert.display(),
         files.server_key.display()
     );
+    println!("(add --http-addr 0.0.0.0:8080 --grpc-addr 0.0.0.0:50051 to listen beyond loopback)");
     println!();
     println!("In the agent's agent.toml (then enroll with --server https://{host}:50051):");
     println!("    [server]");

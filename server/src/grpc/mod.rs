@@ -161,7 +161,13 @@ impl AgentService for AgentGrpc {
                     received = inbound.message() => received,
                     () = registration.revoked() => {
                         tracing::info!(agent_id = %agent.id, "closing the stream of a revoked agent");
-                        let _ = tx.send(Err(revoked_status())).await;
+                        // An agent that stopped reading must not keep the stream open: past the
+                        // wait, the stream ends without the status.
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            tx.send(Err(revoked_status())),
+                        )
+                        .await;
                         break;
                     }
                 };

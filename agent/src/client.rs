@@ -10,18 +10,22 @@ use std::time::Duration;
 
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
+use std::path::Path;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use wbhealth_proto::v1::agent_message::Kind as AgentKind;
 use wbhealth_proto::v1::agent_service_client::AgentServiceClient;
 use wbhealth_proto::v1::server_message::Kind as ServerKind;
-use wbhealth_proto::v1::{AgentConfig, AgentMessage, EnrollRequest, Heartbeat, Hello, HostFacts};
+use wbhealth_proto::v1::{
+    AgentConfig, AgentMessage, CredentialStored, EnrollRequest, Heartbeat, Hello, HostFacts,
+};
 
 use crate::config::{Endpoint as NetEndpoint, Settings};
 use crate::runner::{Selection, run_once};
 use crate::spool::Spool;
-use crate::state::Identity;
+use crate::state::{ClientTls, Identity};
 use crate::wire;
 
 /// How long to wait for the server to answer a connection attempt.
@@ -36,28 +40,88 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server URL is not usable.
-    #[error("server URL {0:?} is not valid; use http://HOST:PORT")]
+    #[error(
+        "server URL {0:?} is not valid; use https://HOST:PORT (http:// only for a server on loopback)"
+    )]
     BadUrl(String),
-    /// The server could not be reached.
+    /// The server could not be reached, or its certificate was not trusted.
     #[error("cannot reach the server: {0}")]
-    Connect(#[from] tonic::transport::Error),
+    Connect(String),
+    /// The server's CA file could not be used.
+    #[error("server.ca_file {path}: {problem}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The server refused or failed the call.
     #[error("{}", .0.message())]
     Status(#[from] tonic::Status),
     /// The server closed the session.
     #[error("the server closed the session")]
     Closed,
+    /// The key pair for a client certificate could not be made.
+    #[error("cannot generate a key pair for the client certificate: {0}")]
+    Key(String),
     /// The spool failed.
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
 }
 
-async fn channel(url: &str) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+impl From<tonic::transport::Error> for ClientError {
+    fn from(e: tonic::transport::Error) -> Self {
+        // tonic's own message is just "transport error"; the cause is in the chain.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        if text.contains("certificate") || text.contains("UnknownIssuer") {
+            text.push_str(
+                "; the server's certificate is not trusted: set ca_file under [server] in agent.toml to the CA that signed it",
+            );
+        }
+        ClientError::Connect(text)
+    }
+}
+
+/// A channel to the server; `https://` URLs verify the server against `ca_file` when given,
+/// the system's trusted roots otherwise.
+async fn channel(
+    url: &str,
+    ca_file: Option<&Path>,
+    client_tls: Option<&ClientTls>,
+) -> Result<Channel, ClientError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|_| ClientError::BadUrl(url.to_owned()))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(60))
         .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        tls = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| ClientError::CaFile {
+                    path: path.display().to_string(),
+                    problem: e.to_string(),
+                })?;
+                tls.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => tls.with_native_roots(),
+        };
+        if let Some(client) = client_tls {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                &client.cert_pem,
+                client.key_pem.expose_secret(),
+            ));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    } else if !url.starts_with("http://") {
+        return Err(ClientError::BadUrl(url.to_owned()));
+    }
     Ok(endpoint.connect().await?)
 }
 
@@ -78,22 +142,42 @@ pub fn host_facts(host_name: &str, settings: &Settings) -> HostFacts {
 /// Trades an enrollment token for an identity.
 pub async fn enroll(
     server_url: &str,
+    ca_file: Option<&Path>,
     token: &str,
     host: HostFacts,
 ) -> Result<Identity, ClientError> {
-    let mut client = AgentServiceClient::new(channel(server_url).await?);
+    let mut client = AgentServiceClient::new(channel(server_url, ca_file, None).await?);
+    // Over TLS the agent offers a public key for a client certificate; the private key is
+    // made here and never leaves this machine. A server without mutual TLS ignores it.
+    let key = if server_url.starts_with("https://") {
+        Some(rcgen::KeyPair::generate().map_err(|e| ClientError::Key(e.to_string()))?)
+    } else {
+        None
+    };
     let response = client
         .enroll(EnrollRequest {
             token: token.to_owned(),
             host: Some(host),
+            client_public_key: key
+                .as_ref()
+                .map(|k| k.public_key_raw().to_vec())
+                .unwrap_or_default(),
         })
         .await?
         .into_inner();
+    let client_tls = match key {
+        Some(key) if !response.client_certificate_pem.is_empty() => Some(ClientTls {
+            cert_pem: response.client_certificate_pem,
+            key_pem: SecretString::from(key.serialize_pem()),
+        }),
+        _ => None,
+    };
     Ok(Identity {
         server_url: server_url.to_owned(),
         agent_id: response.agent_id,
         tenant_id: response.tenant_id,
         credential: SecretString::from(response.credential),
+        client_tls,
     })
 }
 
@@ -148,7 +232,7 @@ pub async fn run(
     });
     let shared = Shared {
         settings,
-        identity,
+        identity: std::sync::Mutex::new(identity),
         host_name,
         spool,
         config: config_tx,
@@ -168,7 +252,8 @@ pub async fn run(
 /// What the scheduler and the connection share.
 struct Shared {
     settings: Settings,
-    identity: Identity,
+    /// Replaced when the server rotates the credential.
+    identity: std::sync::Mutex<Identity>,
     host_name: String,
     spool: Spool,
     /// The server's latest configuration; the connection writes it, the scheduler reads it.
@@ -227,7 +312,12 @@ async fn stay_connected(shared: &Shared) {
         let result = session(shared).await;
         match result {
             Ok(()) => backoff = Duration::from_secs(1),
-            Err(ClientError::Status(status)) if status.code() == tonic::Code::Unauthenticated => {
+            Err(ClientError::Status(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
                 tracing::error!(reason = %status.message(), "the server refused this agent's credential; retrying slowly");
                 backoff = MAX_BACKOFF;
             }
@@ -242,6 +332,13 @@ async fn stay_connected(shared: &Shared) {
     }
 }
 
+fn lock(identity: &std::sync::Mutex<Identity>) -> std::sync::MutexGuard<'_, Identity> {
+    // Replacing the identity is one assignment; a panic cannot leave it half-written.
+    identity
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn session(shared: &Shared) -> Result<(), ClientError> {
     let Shared {
         settings,
@@ -252,10 +349,18 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
         run_now,
         spooled,
     } = shared;
-    let mut client = AgentServiceClient::new(channel(&identity.server_url).await?);
+    let current = lock(identity).clone();
+    let mut client = AgentServiceClient::new(
+        channel(
+            &current.server_url,
+            settings.server_ca_file.as_deref(),
+            current.client_tls.as_ref(),
+        )
+        .await?,
+    );
     let (tx, rx) = mpsc::channel::<AgentMessage>(32);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    let bearer = format!("Bearer {}", identity.credential.expose_secret());
+    let bearer = format!("Bearer {}", current.credential.expose_secret());
     request.metadata_mut().insert(
         "authorization",
         bearer.parse().map_err(|_| {
@@ -278,7 +383,7 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
     }))
     .await?;
     let mut inbound = client.session(request).await?.into_inner();
-    tracing::info!(server = %identity.server_url, "connected");
+    tracing::info!(server = %current.server_url, "connected");
 
     let mut sent: HashSet<String> = HashSet::new();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -310,6 +415,22 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
                         });
                     }
                     Some(ServerKind::RunNow(_)) => run_now.notify_one(),
+                    Some(ServerKind::RotateCredential(rotate)) => {
+                        let credential = rotate.credential;
+                        let mut next = current.clone();
+                        next.credential = SecretString::from(credential.clone());
+                        // Stored before it is confirmed: the server refuses the old credential
+                        // once it has the confirmation. Should saving fail, the old one keeps
+                        // working and the server may try again.
+                        match next.save(&settings.state_dir) {
+                            Ok(()) => {
+                                *lock(identity) = next;
+                                tracing::info!("the server rotated this agent's credential; the new one is stored");
+                                send(AgentKind::CredentialStored(CredentialStored { credential })).await?;
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot store the new credential; keeping the old one"),
+                        }
+                    }
                     None => tracing::debug!("ignoring a server message of an unknown kind"),
                 }
             }

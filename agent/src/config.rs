@@ -81,6 +81,9 @@ pub struct Settings {
     /// Where the host facts come from: this machine (the default) or a snapshot file, which
     /// `diagnose --snapshot` sets.
     pub host: crate::host::HostSource,
+    /// A PEM file of CA certificates to trust for an `https://` wbhealth server instead of the
+    /// system's store (a private or development CA).
+    pub server_ca_file: Option<PathBuf>,
 }
 
 /// How LDAP is secured. Domain controllers refuse simple binds over plain LDAP.
@@ -225,9 +228,17 @@ impl std::fmt::Display for Proxy {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     state_dir: Option<PathBuf>,
+    #[serde(default)]
+    server: FileServer,
     ldap: Option<FileLdap>,
     #[serde(default)]
     network: FileNetwork,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -586,11 +597,16 @@ fn resolve(file: FileConfig, state_dir_flag: Option<&Path>) -> Result<Settings, 
         }
     };
 
+    let server_ca_file = env("WBH_SERVER_CA_FILE")
+        .map(PathBuf::from)
+        .or(file.server.ca_file);
+    check_readable("server.ca_file", server_ca_file.as_deref())?;
     Ok(Settings {
         state_dir,
         ldap,
         network,
         host: crate::host::HostSource::default(),
+        server_ca_file,
     })
 }
 

@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Enroll with a wbhealth server using a token from its administrator.
     Enroll {
-        /// The server's gRPC address, such as http://wbhealth.example.net:50051.
+        /// The server's gRPC address, such as https://wbhealth.example.net:50051.
         #[arg(long)]
         server: String,
         /// The enrollment token.
@@ -157,7 +157,7 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
         Command::Enroll { server, token } => {
             init_logging("warn");
             let host = client::host_facts(&host_name, &settings);
-            match client::enroll(&server, &token, host).await {
+            match client::enroll(&server, settings.server_ca_file.as_deref(), &token, host).await {
                 Ok(identity) => match identity.save(&settings.state_dir) {
                     Ok(()) => {
                         println!(

@@ -18,6 +18,18 @@ pub struct Identity {
     pub tenant_id: String,
     /// The credential it presents on every session.
     pub credential: SecretString,
+    /// With mutual TLS: the client certificate the server issued (PEM) and its private key,
+    /// generated on this machine.
+    pub client_tls: Option<ClientTls>,
+}
+
+/// A client certificate and its key, for mutual TLS.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM.
+    pub key_pem: SecretString,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -26,6 +38,10 @@ struct Stored {
     agent_id: String,
     tenant_id: String,
     credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cert_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key_pem: Option<String>,
 }
 
 /// Problems with the state folder.
@@ -68,6 +84,13 @@ impl Identity {
             agent_id: stored.agent_id,
             tenant_id: stored.tenant_id,
             credential: SecretString::from(stored.credential),
+            client_tls: match (stored.client_cert_pem, stored.client_key_pem) {
+                (Some(cert_pem), Some(key_pem)) => Some(ClientTls {
+                    cert_pem,
+                    key_pem: SecretString::from(key_pem),
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -85,10 +108,21 @@ impl Identity {
             agent_id: self.agent_id.clone(),
             tenant_id: self.tenant_id.clone(),
             credential: self.credential.expose_secret().to_owned(),
+            client_cert_pem: self.client_tls.as_ref().map(|t| t.cert_pem.clone()),
+            client_key_pem: self
+                .client_tls
+                .as_ref()
+                .map(|t| t.key_pem.expose_secret().to_owned()),
         };
         let text = serde_json::to_string_pretty(&stored).expect("a struct of strings serializes");
         write_private(&tmp, text.as_bytes()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // The rename itself must survive a power cut: a rotated credential that reverted
+        // would be refused once the server retired the old one.
+        #[cfg(unix)]
+        std::fs::File::open(state_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(state_dir))?;
         Ok(())
     }
 }
@@ -130,6 +164,7 @@ mod tests {
             agent_id: "a".into(),
             tenant_id: "t".into(),
             credential: SecretString::from("secret".to_owned()),
+            client_tls: None,
         };
         id.save(dir.path()).expect("save");
         let back = Identity::load(dir.path()).expect("load");

@@ -112,6 +112,98 @@ pub struct Config {
     /// peer the header is ignored.
     #[arg(long, env = "WBH_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpRange>,
+
+    /// PEM file with the server's certificate chain (leaf first), served on both listeners.
+    /// With `--tls-key`, REST and gRPC speak only HTTPS. `wbhealth-server dev-certs` makes a
+    /// pair for trying it out.
+    #[arg(long, env = "WBH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WBH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP on addresses other than loopback. Without TLS the server refuses to,
+    /// since API keys and agent credentials would cross the network in clear text; use it
+    /// only behind a proxy that terminates TLS.
+    #[arg(long, env = "WBH_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
+
+    /// Mutual TLS for agents: each agent gets a client certificate at enrollment, and a
+    /// session needs both that certificate and the agent's credential. Needs `--tls-cert`.
+    /// Agents enrolled before it was turned on must enroll again.
+    #[arg(long, env = "WBH_AGENT_MTLS")]
+    pub agent_mtls: bool,
+
+    /// File holding the key of the agent CA that signs agents' client certificates, sealed
+    /// with the secret key. Created on first start with `--agent-mtls`; every replica needs
+    /// the same file.
+    #[arg(
+        long,
+        env = "WBH_AGENT_CA_KEY_FILE",
+        default_value = "wbhealth-agent-ca.key"
+    )]
+    pub agent_ca_key_file: PathBuf,
+}
+
+/// The server's certificate and key, read and checked at start-up.
+pub struct TlsFiles {
+    /// The certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// The private key, PEM.
+    pub key_pem: secrecy::SecretBox<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles").finish_non_exhaustive()
+    }
+}
+
+/// `wbhealth-server dev-certs`: a development CA and a server certificate signed by it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wbhealth-server dev-certs")]
+pub struct DevCertsArgs {
+    /// Folder to write `ca.pem`, `server.pem` and `server-key.pem` into (created if missing).
+    #[arg(long, default_value = "dev-certs")]
+    pub out: PathBuf,
+
+    /// A DNS name or IP address agents and browsers use to reach the server; repeat for more.
+    /// The first also names the certificate.
+    #[arg(long = "host", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    pub hosts: Vec<String>,
+}
+
+impl DevCertsArgs {
+    /// Parses the arguments after `dev-certs`; `--help` prints and exits 0.
+    pub fn load(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Self, ConfigError> {
+        let parsed = match DevCertsArgs::try_parse_from(args) {
+            Ok(parsed) => parsed,
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.exit(),
+            Err(e) => {
+                let rendered = e.render().to_string();
+                let first = rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+                    .to_owned();
+                return Err(ConfigError {
+                    setting: "dev-certs",
+                    problem: format!("{first}; run wbhealth-server dev-certs --help"),
+                });
+            }
+        };
+        if let Some(bad) = parsed.hosts.iter().find(|h| {
+            h.is_empty() || h.contains(['/', ':', ' ']) && h.parse::<std::net::IpAddr>().is_err()
+        }) {
+            return Err(ConfigError {
+                setting: "dev-certs --host",
+                problem: format!("{bad:?} is neither a DNS name nor an IP address"),
+            });
+        }
+        Ok(parsed)
+    }
 }
 
 /// An address or a CIDR range of addresses, such as `10.0.0.0/8` or `::1`.
@@ -271,6 +363,28 @@ impl Config {
         if let Some(key) = &self.secret_key {
             self.secret_key_bytes(key)?;
         }
+        self.tls()?;
+        if self.agent_mtls && self.tls_cert.is_none() {
+            return Err(ConfigError {
+                setting: "--agent-mtls / WBH_AGENT_MTLS",
+                problem: "mutual TLS needs TLS; give --tls-cert and --tls-key too".into(),
+            });
+        }
+        if self.tls_cert.is_none() && !self.allow_plain_http {
+            for (setting, addr) in [
+                ("--http-addr / WBH_HTTP_ADDR", self.http_addr),
+                ("--grpc-addr / WBH_GRPC_ADDR", self.grpc_addr),
+            ] {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError {
+                        setting,
+                        problem: format!(
+                            "{addr} is not loopback and TLS is off; give --tls-cert and --tls-key (try `wbhealth-server dev-certs`), or pass --allow-plain-http behind a TLS-terminating proxy"
+                        ),
+                    });
+                }
+            }
+        }
         for (setting, value, range) in [
             (
                 "--cloud-check-interval-seconds / WBH_CLOUD_CHECK_INTERVAL_SECONDS",
@@ -429,6 +543,55 @@ impl Config {
         time::Duration::minutes(i64::from(self.session_token_minutes))
     }
 
+    /// The certificate and key, when TLS is configured; checked to parse as a chain and a key.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let cert_pem = std::fs::read(cert).map_err(|e| ConfigError {
+            setting: "--tls-cert / WBH_TLS_CERT",
+            problem: format!(
+                "cannot read {}: {e}; give a PEM certificate file",
+                cert.display()
+            ),
+        })?;
+        let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        if chain.is_empty() {
+            return Err(ConfigError {
+                setting: "--tls-cert / WBH_TLS_CERT",
+                problem: format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the server's certificate chain",
+                    cert.display()
+                ),
+            });
+        }
+        let key_pem = std::fs::read(key).map_err(|e| ConfigError {
+            setting: "--tls-key / WBH_TLS_KEY",
+            problem: format!(
+                "cannot read {}: {e}; give the PEM private key of --tls-cert",
+                key.display()
+            ),
+        })?;
+        if !matches!(
+            rustls_pemfile::private_key(&mut key_pem.as_slice()),
+            Ok(Some(_))
+        ) {
+            return Err(ConfigError {
+                setting: "--tls-key / WBH_TLS_KEY",
+                problem: format!(
+                    "{} holds no PEM private key; give the key of --tls-cert (PKCS#8, PKCS#1 or SEC1)",
+                    key.display()
+                ),
+            });
+        }
+        Ok(Some(TlsFiles {
+            cert_pem,
+            key_pem: secrecy::SecretBox::new(Box::new(key_pem)),
+        }))
+    }
+
     fn secret_key_bytes(&self, key: &SecretString) -> Result<[u8; 32], ConfigError> {
         base64::engine::general_purpose::STANDARD
             .decode(key.expose_secret().trim())
@@ -467,6 +630,11 @@ impl Config {
                 base64::engine::general_purpose::STANDARD
                     .encode(crate::domain::MasterKey::generate()),
             )),
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
+            agent_mtls: false,
+            agent_ca_key_file: PathBuf::from("wbhealth-agent-ca.key"),
             cloud_check_interval_seconds: 3600,
             cloud_check_concurrency: 4,
             cloud_check_timeout_seconds: 300,

@@ -4,6 +4,7 @@
 //! for people and ticketing systems, and gRPC (`grpc`) for agents. Both call into `domain`
 //! and persist through `storage`.
 
+pub mod agent_ca;
 pub mod api;
 pub mod cloud;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod oidc;
 pub mod sessions;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub session_tokens: Arc<SessionTokens>,
     /// The external OIDC provider whose tokens are accepted, if one is configured.
     pub oidc: Option<Arc<OidcVerifier>>,
+    /// The CA that issues agents' client certificates, when mutual TLS is on.
+    pub agent_ca: Option<Arc<agent_ca::AgentCa>>,
 }
 
 /// A server whose listeners are bound, ready to [`run`](Server::run).
@@ -57,6 +61,7 @@ pub struct Server {
     http: TcpListener,
     grpc: TcpListener,
     initial_admin_key: Option<String>,
+    tls: Option<config::TlsFiles>,
 }
 
 impl Server {
@@ -85,6 +90,15 @@ impl Server {
             )
         })?;
         let master_key = load_master_key(&config)?;
+        let tls = config.tls()?;
+        let agent_ca = if config.agent_mtls {
+            Some(Arc::new(agent_ca::AgentCa::load_or_create(
+                &config.agent_ca_key_file,
+                &master_key,
+            )?))
+        } else {
+            None
+        };
         let initial_admin_key = bootstrap_admin_key(store.as_ref()).await?;
         let cloud = Arc::new(cloud::Cloud::new(&config)?);
         let session_tokens = SessionTokens::new(&master_key, config.session_token_lifetime());
@@ -104,13 +118,20 @@ impl Server {
             master_key: Arc::new(master_key),
             session_tokens: Arc::new(session_tokens),
             oidc,
+            agent_ca,
         };
         Ok(Server {
             state,
             http,
             grpc,
             initial_admin_key,
+            tls,
         })
+    }
+
+    /// Whether both listeners speak TLS (`https://`).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Where REST listens.
@@ -147,21 +168,46 @@ impl Server {
 
         let rest = api::router(self.state.clone());
         let http_cancel = cancel.clone();
+        let rest_tls = self.tls.as_ref().map(tls::rest_config).transpose()?;
         let http = async move {
-            axum::serve(
-                self.http,
-                rest.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_cancel.cancelled_owned())
-            .await
+            let service = rest.into_make_service_with_connect_info::<SocketAddr>();
+            match rest_tls {
+                None => {
+                    axum::serve(self.http, service)
+                        .with_graceful_shutdown(http_cancel.cancelled_owned())
+                        .await
+                }
+                Some(config) => {
+                    use axum::serve::ListenerExt as _;
+                    // tap_io: axum hands the peer address to handlers through it.
+                    let listener = tls::TlsListener::new(self.http, config)?.tap_io(|_| {});
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(http_cancel.cancelled_owned())
+                        .await
+                }
+            }
             .context("REST listener failed")
         };
 
         let grpc_cancel = cancel.clone();
         let grpc_state = self.state.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(files) = &self.tls {
+            let mut config = tls::grpc_config(files);
+            if let Some(ca) = &self.state.agent_ca {
+                // Optional at the handshake: enrollment comes before the certificate does;
+                // sessions demand it (grpc::AgentGrpc::authenticate).
+                config = config
+                    .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+                    .client_auth_optional(true);
+            }
+            builder = builder
+                .tls_config(config)
+                .context("--tls-cert / --tls-key: unusable for gRPC")?;
+        }
         let grpc = async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
-            tonic::transport::Server::builder()
+            builder
                 .add_service(grpc::service(grpc_state))
                 .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled_owned())
                 .await

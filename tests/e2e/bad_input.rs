@@ -204,6 +204,7 @@ async fn enroll(server: &TestServer, token: &str) -> Result<v1::EnrollResponse, 
         .enroll(EnrollRequest {
             token: token.into(),
             host: host(),
+            client_public_key: Vec::new(),
         })
         .await
         .map(tonic::Response::into_inner)
@@ -230,6 +231,7 @@ async fn grpc_refuses_bad_tokens_and_credentials() -> anyhow::Result<()> {
         .enroll(EnrollRequest {
             token: once.clone(),
             host: None,
+            client_public_key: Vec::new(),
         })
         .await
         .expect_err("no host facts");

@@ -34,6 +34,7 @@ async fn enroll(server: &TestServer, tenant: &str, hostname: &str) -> anyhow::Re
                 agent_version: "0".to_owned(),
                 domain_controller: String::new(),
             }),
+            client_public_key: Vec::new(),
         })
         .await?
         .into_inner();

@@ -7,6 +7,7 @@
 //! `bash tests/run.sh` installs and starts what the tests need.
 
 mod access_control;
+mod agent_identity;
 mod agent_reports;
 mod bad_input;
 mod bench;
@@ -20,3 +21,4 @@ mod network_checks;
 mod peers;
 mod support;
 mod swagger_ui;
+mod transport_tls;

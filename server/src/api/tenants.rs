@@ -27,6 +27,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tenant))
         .routes(routes!(list_agents))
         .routes(routes!(run_agent_now))
+        .routes(routes!(revoke_agent))
+        .routes(routes!(rotate_agent_credential))
         .routes(routes!(list_reports))
 }
 
@@ -99,6 +101,9 @@ pub struct AgentView {
     pub last_seen_at: Option<OffsetDateTime>,
     /// Whether it has a stream open to this server now.
     pub connected: bool,
+    /// When it was revoked, if it was; a revoked agent can never connect again.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 impl AgentView {
@@ -113,6 +118,7 @@ impl AgentView {
             enrolled_at: agent.enrolled_at,
             last_seen_at: agent.last_seen_at,
             connected,
+            revoked_at: agent.revoked_at,
         }
     }
 }
@@ -338,6 +344,135 @@ async fn run_agent_now(
     )
     .await?;
     tracing::info!(agent_id = %agent, by = %principal.name, "run-now requested");
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Revokes an agent: its open stream is closed at once and its credential is refused from
+/// then on. To bring the machine back, enroll it again with a new token.
+#[utoipa::path(
+    delete,
+    path = "/tenants/{tenant_id}/agents/{agent_id}",
+    tag = "tenants",
+    params(
+        ("tenant_id" = Uuid, Path, description = "The tenant"),
+        ("agent_id" = Uuid, Path, description = "The agent"),
+    ),
+    responses(
+        (status = 200, description = "Revoked (revoking again keeps the first time)", body = AgentView),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such agent in this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn revoke_agent(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((tenant_id, agent_id)): Path<(Uuid, Uuid)>,
+) -> Result<ResponseJson<AgentView>, Error> {
+    principal.require(Operation::ManageAgents)?;
+    let (tenant, agent) = (TenantId(tenant_id), AgentId(agent_id));
+    let revoked = state
+        .store
+        .revoke_agent(&principal.scope, tenant, agent, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("agent {agent} in tenant {tenant}")))?;
+    let was_connected = state.sessions.revoke(agent);
+    audit::record(
+        &state,
+        principal.audit_event(AuditAction::AgentRevoked, Some(tenant), Some(agent.0)),
+    )
+    .await?;
+    tracing::info!(agent_id = %agent, by = %principal.name, was_connected, "agent revoked");
+    Ok(ResponseJson(AgentView::new(revoked, false)))
+}
+
+/// Rotates a connected agent's credential: the server sends it a new one over its stream,
+/// the agent stores it and confirms, and from then on its old credential is refused. Until the
+/// confirmation both work, so a lost message never locks the agent out.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/agents/{agent_id}/credential-rotation",
+    tag = "tenants",
+    params(
+        ("tenant_id" = Uuid, Path, description = "The tenant"),
+        ("agent_id" = Uuid, Path, description = "The agent"),
+    ),
+    responses(
+        (status = 202, description = "The new credential was sent; the agent's confirmation retires the old one"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such agent in this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The agent is revoked or not connected", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn rotate_agent_credential(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((tenant_id, agent_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, Error> {
+    principal.require(Operation::ManageAgents)?;
+    let (tenant, agent) = (TenantId(tenant_id), AgentId(agent_id));
+    let what = format!("agent {agent} in tenant {tenant}");
+    let agents = state
+        .store
+        .list_agents(&principal.scope, tenant)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("tenant {tenant}")))?;
+    if !agents.iter().any(|a| a.id == agent) {
+        return Err(Error::not_found(&what));
+    }
+    // The credential travels only over the agent's own stream, so it must be connected.
+    let outbox = state.sessions.outbox(agent).ok_or_else(|| {
+        Error::new(
+            ErrorCode::Conflict,
+            format!("agent {agent} is not connected; rotate its credential when it is"),
+        )
+    })?;
+    let secret = crate::domain::secrets::generate("wbh_agent_");
+    state
+        .store
+        .begin_credential_rotation(
+            &principal.scope,
+            tenant,
+            agent,
+            &crate::domain::secrets::hash(&secret),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::storage::StoreError::Conflict(message) => {
+                Error::new(ErrorCode::Conflict, message)
+            }
+            e => Error::from_store(e, &what),
+        })?;
+    let message = wbhealth_proto::v1::ServerMessage {
+        kind: Some(wbhealth_proto::v1::server_message::Kind::RotateCredential(
+            wbhealth_proto::v1::RotateCredential {
+                credential: format!("{agent}.{secret}"),
+            },
+        )),
+    };
+    // Should the agent have gone away, the pending credential was never delivered; the old
+    // one keeps working and the next rotation replaces it.
+    outbox.send(Ok(message)).await.map_err(|_| {
+        Error::new(
+            ErrorCode::Conflict,
+            format!("agent {agent} disconnected; try again when it is back"),
+        )
+    })?;
+    audit::record(
+        &state,
+        principal.audit_event(
+            AuditAction::AgentCredentialRotationStarted,
+            Some(tenant),
+            Some(agent.0),
+        ),
+    )
+    .await?;
+    tracing::info!(agent_id = %agent, by = %principal.name, "agent credential rotation started");
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -17,6 +17,8 @@ pub enum Operation {
     ReadAgents,
     /// Ask an agent to run its checks now.
     RunAgents,
+    /// Revoke an agent, or rotate its credential.
+    ManageAgents,
     /// Read a tenant's status.
     ReadStatus,
     /// Read the fleet summary.
@@ -45,11 +47,12 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 17] = [
         Operation::ReadTenants,
         Operation::CreateTenant,
         Operation::ReadAgents,
         Operation::RunAgents,
+        Operation::ManageAgents,
         Operation::ReadStatus,
         Operation::ReadFleet,
         Operation::ReadChecks,
@@ -71,6 +74,7 @@ impl Operation {
             Operation::CreateTenant => "tenants.create",
             Operation::ReadAgents => "agents.read",
             Operation::RunAgents => "agents.run",
+            Operation::ManageAgents => "agents.manage",
             Operation::ReadStatus => "status.read",
             Operation::ReadFleet => "fleet.read",
             Operation::ReadChecks => "checks.read",
@@ -128,6 +132,13 @@ pub enum AuditAction {
     AgentEnrolled,
     /// An agent was asked to run its checks.
     AgentRunRequested,
+    /// An agent was revoked.
+    AgentRevoked,
+    /// A new credential was sent to an agent.
+    AgentCredentialRotationStarted,
+    /// An agent confirmed its new credential; the old one is refused from then on (the agent
+    /// is both principal and target).
+    AgentCredentialRotated,
     /// An enrollment token was created.
     EnrollmentTokenCreated,
     /// An enrollment token was revoked.
@@ -160,10 +171,13 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 17] = [
+    pub const ALL: [AuditAction; 20] = [
         AuditAction::TenantCreated,
         AuditAction::AgentEnrolled,
         AuditAction::AgentRunRequested,
+        AuditAction::AgentRevoked,
+        AuditAction::AgentCredentialRotationStarted,
+        AuditAction::AgentCredentialRotated,
         AuditAction::EnrollmentTokenCreated,
         AuditAction::EnrollmentTokenRevoked,
         AuditAction::ApiKeyCreated,
@@ -186,6 +200,9 @@ impl AuditAction {
             AuditAction::TenantCreated => "tenant.created",
             AuditAction::AgentEnrolled => "agent.enrolled",
             AuditAction::AgentRunRequested => "agent.run_requested",
+            AuditAction::AgentRevoked => "agent.revoked",
+            AuditAction::AgentCredentialRotationStarted => "agent.credential_rotation_started",
+            AuditAction::AgentCredentialRotated => "agent.credential_rotated",
             AuditAction::EnrollmentTokenCreated => "enrollment_token.created",
             AuditAction::EnrollmentTokenRevoked => "enrollment_token.revoked",
             AuditAction::ApiKeyCreated => "api_key.created",

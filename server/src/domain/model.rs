@@ -128,6 +128,9 @@ pub struct AgentCredential {
     pub agent: Agent,
     /// SHA-256 of its credential secret.
     pub credential_hash: Vec<u8>,
+    /// SHA-256 of the credential a rotation under way has sent it, accepted as well until the
+    /// agent confirms it and it replaces `credential_hash`.
+    pub pending_credential_hash: Option<Vec<u8>>,
 }
 
 /// One check result, as reported by an agent or produced by the server.

@@ -54,6 +54,15 @@ impl AgentService for AgentGrpc {
         let host = convert::host_facts(request.host)?;
         let credential_secret = secrets::generate("wbh_agent_");
         let id = AgentId::new();
+        // Checked before the token is spent, so a wrong key costs the agent nothing.
+        let client_certificate_pem = match &self.state.agent_ca {
+            None => String::new(),
+            Some(ca) => ca.issue(id, &request.client_public_key).ok_or_else(|| {
+                Status::invalid_argument(
+                    "this server requires mutual TLS: client_public_key must be an ECDSA P-256 public key (65-byte uncompressed point); update the agent",
+                )
+            })?,
+        };
         let new = NewAgent {
             id,
             credential_hash: secrets::hash(&credential_secret),
@@ -106,6 +115,7 @@ impl AgentService for AgentGrpc {
             tenant_id: agent.tenant_id.to_string(),
             credential: format!("{}.{credential_secret}", agent.id),
             config: Some(self.agent_config()),
+            client_certificate_pem,
         }))
     }
 
@@ -115,7 +125,26 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
+        let peer_certs = request.peer_certs();
         let agent = self.authenticate(request.metadata()).await?;
+        if self.state.agent_ca.is_some() {
+            // The TLS layer verified the certificate against the agent CA; it must also be
+            // this agent's own, so a stolen credential or a stolen certificate alone is useless.
+            let leaf = peer_certs
+                .as_deref()
+                .and_then(|certs| certs.first())
+                .ok_or_else(|| {
+                    Status::unauthenticated(
+                        "this server requires mutual TLS: present the client certificate issued at enrollment (enroll the agent again if it has none)",
+                    )
+                })?;
+            if !crate::agent_ca::certificate_names(leaf, agent.id) {
+                tracing::warn!(agent_id = %agent.id, "client certificate of another agent presented");
+                return Err(Status::unauthenticated(
+                    "the client certificate was not issued to this agent",
+                ));
+            }
+        }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         tx.send(Ok(ServerMessage {
@@ -127,9 +156,22 @@ impl AgentService for AgentGrpc {
         let state = self.state.clone();
         tracing::info!(agent_id = %agent.id, tenant_id = %agent.tenant_id, "agent connected");
         tokio::spawn(async move {
-            let _registration = registration;
             loop {
-                let message = match inbound.message().await {
+                let received = tokio::select! {
+                    received = inbound.message() => received,
+                    () = registration.revoked() => {
+                        tracing::info!(agent_id = %agent.id, "closing the stream of a revoked agent");
+                        // An agent that stopped reading must not keep the stream open: past the
+                        // wait, the stream ends without the status.
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            tx.send(Err(revoked_status())),
+                        )
+                        .await;
+                        break;
+                    }
+                };
+                let message = match received {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
                     Err(status) => {
@@ -188,16 +230,74 @@ impl AgentGrpc {
             Err(crate::storage::StoreError::NotFound) => return Err(unknown()),
             Err(e) => return Err(Error::from_store(e, "agent").into()),
         };
-        if !secrets::verify(secret, &stored.credential_hash) {
+        let current = secrets::verify(secret, &stored.credential_hash);
+        let pending = !current
+            && stored
+                .pending_credential_hash
+                .as_deref()
+                .is_some_and(|hash| secrets::verify(secret, hash));
+        if !(current || pending) {
             return Err(unknown());
         }
         if stored.agent.revoked_at.is_some() {
-            return Err(Status::unauthenticated(
-                "this agent's credential was revoked; enroll it again",
-            ));
+            return Err(revoked_status());
+        }
+        if pending {
+            // The agent stored the new credential but its confirmation was lost: presenting
+            // it is confirmation enough.
+            complete_rotation(&self.state, &stored.agent, secret).await?;
         }
         Ok(stored.agent)
     }
+}
+
+/// What a revoked agent is told, on connecting and when its open stream is closed.
+fn revoked_status() -> Status {
+    Status::permission_denied(
+        "this agent was revoked by an administrator; its credential is no longer accepted; enroll it again with a new token",
+    )
+}
+
+/// Ends the stream of an agent revoked since it connected.
+async fn ensure_not_revoked(state: &AppState, agent: &Agent) -> Result<(), Status> {
+    let current = state
+        .store
+        .agent_credential(agent.id)
+        .await
+        .map_err(|e| Status::from(Error::from_store(e, "agent")))?;
+    if current.agent.revoked_at.is_some() {
+        return Err(revoked_status());
+    }
+    Ok(())
+}
+
+/// Makes the pending credential whose secret is `secret` the agent's only one, and records it.
+async fn complete_rotation(state: &AppState, agent: &Agent, secret: &str) -> Result<(), Status> {
+    let done = state
+        .store
+        .complete_credential_rotation(agent.id, &secrets::hash(secret), OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| Status::from(Error::from_store(e, "agent")))?;
+    if !done {
+        tracing::debug!(agent_id = %agent.id, "credential confirmation for no pending rotation");
+        return Ok(());
+    }
+    tracing::info!(agent_id = %agent.id, "agent credential rotated; the old one is refused from now on");
+    if let Err(e) = state
+        .store
+        .record_audit_event(NewAuditEvent {
+            principal_id: agent.id.0,
+            principal_name: format!("agent on {}", agent.host.hostname),
+            action: AuditAction::AgentCredentialRotated,
+            tenant_id: Some(agent.tenant_id),
+            target_id: Some(agent.id.0),
+            client_ip: None,
+        })
+        .await
+    {
+        tracing::error!(agent_id = %agent.id, error = %format!("{e:#}"), "audit event not recorded");
+    }
+    Ok(())
 }
 
 /// Acts on one message from an agent and says what to answer. An `Err` ends the stream.
@@ -225,6 +325,8 @@ async fn handle_message(
             Ok(None)
         }
         Some(AgentKind::Heartbeat(_)) => {
+            // A revocation made on another replica reaches this stream within a heartbeat.
+            ensure_not_revoked(state, agent).await?;
             state
                 .store
                 .touch_agent(agent.id, now, None)
@@ -232,8 +334,25 @@ async fn handle_message(
                 .map_err(store_error)?;
             Ok(None)
         }
+        Some(AgentKind::CredentialStored(stored)) => {
+            let secret = stored
+                .credential
+                .split_once('.')
+                .filter(|(id, _)| *id == agent.id.to_string())
+                .map(|(_, secret)| secret)
+                .ok_or_else(|| {
+                    Status::invalid_argument(
+                        "credential_stored must carry this agent's new credential",
+                    )
+                })?;
+            complete_rotation(state, agent, secret).await?;
+            Ok(None)
+        }
         Some(AgentKind::Report(report)) => {
             let report_id = report.report_id.clone();
+            // Another replica may have revoked the agent while this stream was open: nothing
+            // from a revoked agent is stored.
+            ensure_not_revoked(state, agent).await?;
             state
                 .store
                 .touch_agent(agent.id, now, None)

@@ -148,6 +148,8 @@ conformance!(
     users_sign_in_by_name_and_are_deleted,
     session_tokens_are_revoked_until_they_expire,
     api_keys_remember_the_user_who_created_them,
+    agents_are_revoked_within_scope,
+    a_credential_rotation_completes_only_with_the_pending_hash,
     audit_events_are_recorded_and_filtered,
     the_database_answers,
     graph_credentials_are_set_scoped_replaced_and_removed,
@@ -1769,4 +1771,111 @@ async fn api_keys_remember_the_user_who_created_them(store: Arc<dyn Store>) {
         store.set_api_key_owner(ApiKeyId::new(), user).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn agents_are_revoked_within_scope(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "Contoso").await;
+    let b = tenant(store, "Fabrikam").await;
+    let agent = enroll(store, a.id, "dc01").await;
+    let only_b = TenantScope::Only(vec![b.id]);
+    let at = now();
+    for (scope, tenant_id) in [(&only_b, a.id), (&TenantScope::All, b.id)] {
+        assert!(
+            matches!(
+                store.revoke_agent(scope, tenant_id, agent, at).await,
+                Err(StoreError::NotFound)
+            ),
+            "another tenant's agent is not found"
+        );
+    }
+    store
+        .begin_credential_rotation(&TenantScope::All, a.id, agent, &secrets::hash("next"))
+        .await
+        .expect("rotation starts");
+    let revoked = store
+        .revoke_agent(&TenantScope::Only(vec![a.id]), a.id, agent, at)
+        .await
+        .expect("revoked");
+    assert_eq!(revoked.revoked_at, Some(at));
+    let again = store
+        .revoke_agent(&TenantScope::All, a.id, agent, at + Duration::minutes(1))
+        .await
+        .expect("revoked again");
+    assert_eq!(again.revoked_at, Some(at), "the first revocation stays");
+    let stored = store.agent_credential(agent).await.expect("agent");
+    assert_eq!(stored.agent.revoked_at, Some(at));
+    assert_eq!(
+        stored.pending_credential_hash, None,
+        "revocation ends the rotation under way"
+    );
+    assert!(
+        !store
+            .complete_credential_rotation(agent, &secrets::hash("next"), now())
+            .await
+            .expect("no database error"),
+        "a revoked agent cannot take its pending credential"
+    );
+    assert!(matches!(
+        store
+            .begin_credential_rotation(&TenantScope::All, a.id, agent, &secrets::hash("later"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn a_credential_rotation_completes_only_with_the_pending_hash(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let a = tenant(store, "Contoso").await;
+    let b = tenant(store, "Fabrikam").await;
+    let agent = enroll(store, a.id, "dc01").await;
+    let original = store
+        .agent_credential(agent)
+        .await
+        .expect("agent")
+        .credential_hash;
+    assert!(matches!(
+        store
+            .begin_credential_rotation(&TenantScope::Only(vec![b.id]), a.id, agent, b"x")
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let (first, second) = (secrets::hash("first"), secrets::hash("second"));
+    store
+        .begin_credential_rotation(&TenantScope::All, a.id, agent, &first)
+        .await
+        .expect("rotation starts");
+    store
+        .begin_credential_rotation(&TenantScope::Only(vec![a.id]), a.id, agent, &second)
+        .await
+        .expect("a newer rotation replaces the pending one");
+    let stored = store.agent_credential(agent).await.expect("agent");
+    assert_eq!(
+        stored.credential_hash, original,
+        "the old one works until confirmed"
+    );
+    assert_eq!(stored.pending_credential_hash, Some(second.clone()));
+    assert!(
+        !store
+            .complete_credential_rotation(agent, &first, now())
+            .await
+            .expect("no database error"),
+        "a superseded credential is not promoted"
+    );
+    assert!(
+        store
+            .complete_credential_rotation(agent, &second, now())
+            .await
+            .expect("no database error")
+    );
+    let stored = store.agent_credential(agent).await.expect("agent");
+    assert_eq!(stored.credential_hash, second);
+    assert_eq!(stored.pending_credential_hash, None);
+    assert!(
+        !store
+            .complete_credential_rotation(agent, &second, now())
+            .await
+            .expect("no database error"),
+        "completing twice changes nothing"
+    );
 }

@@ -85,6 +85,37 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
         host: Option<&HostFacts>,
     ) -> Result<(), StoreError>;
+    /// Revokes an agent's credential (and any rotation under way) so it can never open a
+    /// session again; revoking twice keeps the first revocation time. `NotFound` when the
+    /// tenant is out of scope or the agent is not the tenant's.
+    async fn revoke_agent(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        at: OffsetDateTime,
+    ) -> Result<Agent, StoreError>;
+    /// Starts a credential rotation: `pending_hash` is accepted besides the current credential
+    /// until [`complete_credential_rotation`](Store::complete_credential_rotation). A newer
+    /// rotation replaces a pending one. `NotFound` as for `revoke_agent`; `Conflict` when the
+    /// agent is revoked.
+    async fn begin_credential_rotation(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        pending_hash: &[u8],
+    ) -> Result<Agent, StoreError>;
+    /// Makes the pending credential with this hash the agent's only credential, the old one
+    /// refused from then on. `false` (and nothing changes) when no such rotation is pending or
+    /// the agent is revoked. No scope: the caller is the agent itself, proving it holds the
+    /// new credential.
+    async fn complete_credential_rotation(
+        &self,
+        agent: AgentId,
+        pending_hash: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// The agents of a tenant, in enrollment order.
     async fn list_agents(
         &self,

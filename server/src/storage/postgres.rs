@@ -255,6 +255,7 @@ struct AgentCredentialRow {
     #[sqlx(flatten)]
     agent: AgentRow,
     credential_hash: Vec<u8>,
+    pending_credential_hash: Option<Vec<u8>>,
 }
 
 #[derive(FromRow)]
@@ -634,7 +635,7 @@ impl Store for PostgresStore {
 
     async fn agent_credential(&self, id: AgentId) -> Result<AgentCredential, StoreError> {
         let row: Option<AgentCredentialRow> = sqlx::query_as(&format!(
-            "SELECT {AGENT_COLUMNS}, credential_hash FROM agents WHERE id = $1"
+            "SELECT {AGENT_COLUMNS}, credential_hash, pending_credential_hash FROM agents WHERE id = $1"
         ))
         .bind(id.0)
         .fetch_optional(&self.pool)
@@ -643,7 +644,82 @@ impl Store for PostgresStore {
         Ok(AgentCredential {
             agent: row.agent.into_domain(),
             credential_hash: row.credential_hash,
+            pending_credential_hash: row.pending_credential_hash,
         })
+    }
+
+    async fn revoke_agent(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        at: OffsetDateTime,
+    ) -> Result<Agent, StoreError> {
+        let row: Option<AgentRow> = sqlx::query_as(&format!(
+            "UPDATE agents SET revoked_at = COALESCE(revoked_at, $1), pending_credential_hash = NULL \
+             WHERE id = $2 AND tenant_id = $3 \
+               AND ($4::uuid[] IS NULL OR tenant_id = ANY($4::uuid[])) \
+             RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(instant(at))
+        .bind(agent.0)
+        .bind(tenant.0)
+        .bind(scope_param(scope))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.ok_or(StoreError::NotFound)?.into_domain())
+    }
+
+    async fn begin_credential_rotation(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        pending_hash: &[u8],
+    ) -> Result<Agent, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: a revocation between this read and the update below waits for us.
+        let row: Option<AgentRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND tenant_id = $2 \
+               AND ($3::uuid[] IS NULL OR tenant_id = ANY($3::uuid[])) FOR UPDATE"
+        ))
+        .bind(agent.0)
+        .bind(tenant.0)
+        .bind(scope_param(scope))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let found = row.ok_or(StoreError::NotFound)?.into_domain();
+        if found.revoked_at.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "agent {agent} is revoked; enroll it again"
+            )));
+        }
+        sqlx::query("UPDATE agents SET pending_credential_hash = $1 WHERE id = $2")
+            .bind(pending_hash)
+            .bind(agent.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn complete_credential_rotation(
+        &self,
+        agent: AgentId,
+        pending_hash: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agents SET credential_hash = pending_credential_hash, \
+                pending_credential_hash = NULL, credential_rotated_at = $3 \
+             WHERE id = $1 AND pending_credential_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(agent.0)
+        .bind(pending_hash)
+        .bind(instant(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn touch_agent(

@@ -320,6 +320,7 @@ struct AgentCredentialRow {
     #[sqlx(flatten)]
     agent: AgentRow,
     credential_hash: Vec<u8>,
+    pending_credential_hash: Option<Vec<u8>>,
 }
 
 #[derive(FromRow)]
@@ -767,7 +768,7 @@ impl Store for SqliteStore {
 
     async fn agent_credential(&self, id: AgentId) -> Result<AgentCredential, StoreError> {
         let row: Option<AgentCredentialRow> = sqlx::query_as(&format!(
-            "SELECT {AGENT_COLUMNS}, credential_hash FROM agents WHERE id = ?1"
+            "SELECT {AGENT_COLUMNS}, credential_hash, pending_credential_hash FROM agents WHERE id = ?1"
         ))
         .bind(id_text(&id.0))
         .fetch_optional(&self.read)
@@ -776,7 +777,86 @@ impl Store for SqliteStore {
         Ok(AgentCredential {
             agent: row.agent.into_domain()?,
             credential_hash: row.credential_hash,
+            pending_credential_hash: row.pending_credential_hash,
         })
+    }
+
+    async fn revoke_agent(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        at: OffsetDateTime,
+    ) -> Result<Agent, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<AgentRow> = sqlx::query_as(&format!(
+            "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?1), pending_credential_hash = NULL \
+             WHERE id = ?2 AND tenant_id = ?3 \
+               AND (?4 IS NULL OR tenant_id IN (SELECT value FROM json_each(?4))) \
+             RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(micros(at))
+        .bind(id_text(&agent.0))
+        .bind(id_text(&tenant.0))
+        .bind(scope_param(scope))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        row.into_domain()
+    }
+
+    async fn begin_credential_rotation(
+        &self,
+        scope: &TenantScope,
+        tenant: TenantId,
+        agent: AgentId,
+        pending_hash: &[u8],
+    ) -> Result<Agent, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<AgentRow> = sqlx::query_as(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1 AND tenant_id = ?2 \
+               AND (?3 IS NULL OR tenant_id IN (SELECT value FROM json_each(?3)))"
+        ))
+        .bind(id_text(&agent.0))
+        .bind(id_text(&tenant.0))
+        .bind(scope_param(scope))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let found = row.ok_or(StoreError::NotFound)?.into_domain()?;
+        if found.revoked_at.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "agent {agent} is revoked; enroll it again"
+            )));
+        }
+        sqlx::query("UPDATE agents SET pending_credential_hash = ?1 WHERE id = ?2")
+            .bind(pending_hash)
+            .bind(id_text(&agent.0))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn complete_credential_rotation(
+        &self,
+        agent: AgentId,
+        pending_hash: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE agents SET credential_hash = pending_credential_hash, \
+                pending_credential_hash = NULL, credential_rotated_at = ?3 \
+             WHERE id = ?1 AND pending_credential_hash = ?2 AND revoked_at IS NULL",
+        )
+        .bind(id_text(&agent.0))
+        .bind(pending_hash)
+        .bind(micros(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn touch_agent(

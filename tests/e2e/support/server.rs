@@ -23,6 +23,8 @@ pub struct TestServer {
     /// The configuration it started with; a restart keeps it (and so its secret key).
     config: Config,
     key: String,
+    /// The CA the server's certificate chains to, when it serves TLS.
+    tls_ca: Option<std::path::PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     client: reqwest::Client,
@@ -54,10 +56,49 @@ impl TestServer {
             .initial_admin_key()
             .context("an empty database yields an admin key")?
             .to_owned();
-        Ok(Self::spawn(server, database_url, config, key))
+        Ok(Self::spawn(server, database_url, config, key, None))
     }
 
-    fn spawn(server: Server, database_url: &str, config: Config, key: String) -> TestServer {
+    /// Starts a server serving TLS on both listeners with `cert` and `key`, whose REST client
+    /// trusts `ca`.
+    pub async fn start_tls(
+        database_url: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> anyhow::Result<TestServer> {
+        Self::start_tls_with(database_url, cert, key, ca, |_| {}).await
+    }
+
+    /// Like [`start_tls`](Self::start_tls), with a chance to change the configuration.
+    pub async fn start_tls_with(
+        database_url: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestServer> {
+        let mut server = Self::start_with(database_url, |config| {
+            config.tls_cert = Some(cert.to_path_buf());
+            config.tls_key = Some(key.to_path_buf());
+            tweak(config);
+        })
+        .await?;
+        server.tls_ca = Some(ca.to_path_buf());
+        server.client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+            .build()?;
+        Ok(server)
+    }
+
+    fn spawn(
+        server: Server,
+        database_url: &str,
+        config: Config,
+        key: String,
+        tls_ca: Option<std::path::PathBuf>,
+    ) -> TestServer {
         let (http, grpc) = (server.http_addr(), server.grpc_addr());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
@@ -69,6 +110,7 @@ impl TestServer {
             database_url: database_url.to_owned(),
             config,
             key,
+            tls_ca,
             stop: Some(stop),
             task: Some(task),
             client: reqwest::Client::builder()
@@ -111,19 +153,57 @@ impl TestServer {
             server.initial_admin_key().is_none(),
             "a restart must not create another admin key"
         );
-        let restarted = Self::spawn(server, &self.database_url, config, self.key.clone());
+        let client = self.client.clone();
+        let mut restarted = Self::spawn(
+            server,
+            &self.database_url,
+            config,
+            self.key.clone(),
+            self.tls_ca.clone(),
+        );
+        restarted.client = client;
         *self = restarted;
         Ok(())
     }
 
     /// The gRPC URL agents use.
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("{}://{}", self.scheme(), self.grpc)
     }
 
     /// The REST base URL, such as `http://127.0.0.1:41234`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.http)
+        format!("{}://{}", self.scheme(), self.http)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// A gRPC channel to the server, trusting its CA when it serves TLS.
+    pub async fn grpc_channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        self.grpc_channel_as(None).await
+    }
+
+    /// Like [`grpc_channel`](Self::grpc_channel), presenting a client certificate when given.
+    pub async fn grpc_channel_as(
+        &self,
+        client: Option<tonic::transport::Identity>,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.grpc_url())?;
+        if let Some(ca) = &self.tls_ca {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca)?));
+            if let Some(client) = client {
+                tls = tls.identity(client);
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        Ok(endpoint.connect().await?)
     }
 
     /// The administrator key.
@@ -292,9 +372,7 @@ impl TestServer {
     /// its id.
     pub async fn enroll_agent(&self, tenant: &str, hostname: &str) -> anyhow::Result<String> {
         let (_, token) = self.enrollment_token(tenant, 1).await?;
-        let channel = tonic::transport::Endpoint::from_shared(self.grpc_url())?
-            .connect()
-            .await?;
+        let channel = self.grpc_channel().await?;
         let enrolled = wbhealth_proto::v1::agent_service_client::AgentServiceClient::new(channel)
             .enroll(wbhealth_proto::v1::EnrollRequest {
                 token,
@@ -304,6 +382,7 @@ impl TestServer {
                     agent_version: "0".to_owned(),
                     domain_controller: String::new(),
                 }),
+                client_public_key: Vec::new(),
             })
             .await?
             .into_inner();

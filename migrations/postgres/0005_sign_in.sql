@@ -3,6 +3,8 @@
 -- Kept in step with migrations/sqlite/0005_sign_in.sql.
 
 ALTER TABLE users ADD COLUMN password_hash text;
+-- A disabled user can neither sign in nor use its session tokens or API keys.
+ALTER TABLE users ADD COLUMN disabled_at timestamptz;
 
 CREATE TABLE revoked_session_tokens (
     jti        uuid        NOT NULL PRIMARY KEY,

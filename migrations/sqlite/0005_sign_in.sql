@@ -4,6 +4,8 @@
 -- here refuses one until its expiry, after which the row may be dropped.
 
 ALTER TABLE users ADD COLUMN password_hash TEXT;
+-- A disabled user can neither sign in nor use its session tokens or API keys.
+ALTER TABLE users ADD COLUMN disabled_at INTEGER;
 
 CREATE TABLE revoked_session_tokens (
     jti        TEXT    NOT NULL PRIMARY KEY,

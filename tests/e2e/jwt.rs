@@ -542,6 +542,31 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
         "{log:#}"
     );
 
+    // Disabling the user stops its sessions and its sign-in at once; enabling restores them.
+    let disable = async |disabled: bool| {
+        let (s, body) = server
+            .call(
+                Method::PUT,
+                &format!("/users/{user}/disabled"),
+                Some(json!({ "disabled": disabled })),
+            )
+            .await?;
+        anyhow::ensure!(s == 200, "{s}: {body}");
+        anyhow::Ok(body)
+    };
+    let disabled = disable(true).await?;
+    assert!(disabled["disabled_at"].is_string(), "{disabled}");
+    let (s, _) = get_from(&server, 42, &second, "/tenants").await?;
+    assert_eq!(s, 401, "a disabled user's token is refused");
+    let (s, _) = server.sign_in("alice@msp.example", password).await?;
+    assert_eq!(s, 401, "a disabled user cannot sign in");
+    let enabled = disable(false).await?;
+    assert!(enabled["disabled_at"].is_null(), "{enabled}");
+    let (s, _) = server
+        .call_as(Some(&second), Method::GET, "/tenants", None)
+        .await?;
+    assert_eq!(s, 200);
+
     // Deleting the user ends every session at once.
     let (s, _) = server
         .call(Method::DELETE, &format!("/users/{user}"), None)
@@ -729,6 +754,22 @@ async fn api_keys_a_user_creates_never_outrank_or_outlive_the_user() -> anyhow::
         both,
         "a key made with an API key belongs to nobody"
     );
+
+    // The owner is disabled: the key stops with it.
+    for (disabled, expected) in [(true, 401), (false, 200)] {
+        let (s, body) = server
+            .call(
+                Method::PUT,
+                &format!("/users/{user}/disabled"),
+                Some(json!({ "disabled": disabled })),
+            )
+            .await?;
+        assert_eq!(s, 200, "{body}");
+        let (s, _) = server
+            .call_as(Some(&key), Method::GET, "/tenants", None)
+            .await?;
+        assert_eq!(s, expected, "owner disabled: {disabled}");
+    }
 
     // The owner is deleted: the key is dead.
     let (s, _) = server

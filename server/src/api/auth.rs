@@ -372,7 +372,8 @@ async fn authenticate(
     let mut principal = Principal::from_api_key(key, client_ip);
     if let Some(owner) = owner {
         match state.store.user(owner).await {
-            Ok(user) => principal.cap_to_owner(user),
+            Ok(user) if user.disabled_at.is_none() => principal.cap_to_owner(user),
+            Ok(_) => return Err(failed(state, client_ip, &"API key of a disabled user")),
             Err(StoreError::NotFound) => {
                 return Err(failed(state, client_ip, &"API key of a deleted user"));
             }
@@ -398,7 +399,14 @@ async fn session_principal(
         Err(e) => return Err(Error::from_store(e, "session token")),
     }
     let user = match state.store.user(claims.user).await {
-        Ok(user) => user,
+        Ok(user) if user.disabled_at.is_none() => user,
+        Ok(_) => {
+            return Err(failed(
+                state,
+                client_ip,
+                &"session token of a disabled user",
+            ));
+        }
         Err(StoreError::NotFound) => {
             return Err(failed(state, client_ip, &"session token of a deleted user"));
         }

@@ -108,7 +108,7 @@ async fn sign_in(
             "the server could not check the password",
         )
     })?;
-    let Some((user, _)) = found.filter(|_| matches) else {
+    let Some((user, _)) = found.filter(|(user, _)| matches && user.disabled_at.is_none()) else {
         return Err(failed(
             &state,
             client_ip,

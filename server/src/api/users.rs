@@ -30,6 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_user_tenants))
         .routes(routes!(set_user_password))
         .routes(routes!(set_user_role))
+        .routes(routes!(set_user_disabled))
 }
 
 /// A new user.
@@ -67,6 +68,15 @@ pub struct SetUserRole {
     pub tenant_ids: Vec<Uuid>,
 }
 
+/// Whether a user is disabled.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserDisabled {
+    /// `true` disables the user: no sign-in, and its session tokens and API keys stop working
+    /// at once. `false` enables it again.
+    pub disabled: bool,
+}
+
 /// A user's new password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +101,9 @@ pub struct UserView {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When it was disabled; null while it is enabled.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
 }
 
 impl From<User> for UserView {
@@ -101,6 +114,7 @@ impl From<User> for UserView {
             role: u.role.into(),
             tenant_ids: u.tenants.into_iter().map(|t| t.0).collect(),
             created_at: u.created_at,
+            disabled_at: u.disabled_at,
         }
     }
 }
@@ -425,5 +439,48 @@ async fn set_user_role(
     )
     .await?;
     tracing::info!(user_id = %id, role = role.as_str(), by = %principal.name, "user role set");
+    Ok(ResponseJson(user.into()))
+}
+
+/// Disables or enables a user. A disabled user cannot sign in, and its session tokens and the
+/// API keys it created stop working at once; enabling it again revives the keys and the
+/// session tokens that have not expired (delete the user to end them for good).
+/// Administrators only.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/disabled",
+    tag = "access",
+    params(("user_id" = Uuid, Path, description = "The user")),
+    request_body = SetUserDisabled,
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 400, description = "Malformed body or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_user_disabled(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(user_id): Path<Uuid>,
+    Json(body): Json<SetUserDisabled>,
+) -> Result<ResponseJson<UserView>, Error> {
+    principal.require(Operation::ManageUsers)?;
+    let id = UserId(user_id);
+    let at = body.disabled.then(OffsetDateTime::now_utc);
+    let user = state
+        .store
+        .set_user_disabled(id, at)
+        .await
+        .map_err(|e| Error::from_store(e, format_args!("user {id}")))?;
+    let action = if body.disabled {
+        AuditAction::UserDisabled
+    } else {
+        AuditAction::UserEnabled
+    };
+    audit::record(&state, principal.audit_event(action, None, Some(id.0))).await?;
+    tracing::info!(user_id = %id, disabled = body.disabled, by = %principal.name, "user disabled set");
     Ok(ResponseJson(user.into()))
 }

@@ -163,6 +163,10 @@ pub enum AuditAction {
     UserPasswordSet,
     /// A user was deleted.
     UserDeleted,
+    /// A user was disabled.
+    UserDisabled,
+    /// A disabled user was enabled again.
+    UserEnabled,
     /// A user signed in and got a session token (the user is principal and target).
     UserSignedIn,
     /// A user signed out, revoking the session token (the user is principal and target).
@@ -171,7 +175,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 20] = [
+    pub const ALL: [AuditAction; 22] = [
         AuditAction::TenantCreated,
         AuditAction::AgentEnrolled,
         AuditAction::AgentRunRequested,
@@ -190,6 +194,8 @@ impl AuditAction {
         AuditAction::UserRoleSet,
         AuditAction::UserPasswordSet,
         AuditAction::UserDeleted,
+        AuditAction::UserDisabled,
+        AuditAction::UserEnabled,
         AuditAction::UserSignedIn,
         AuditAction::UserSignedOut,
     ];
@@ -215,6 +221,8 @@ impl AuditAction {
             AuditAction::UserRoleSet => "user.role_set",
             AuditAction::UserPasswordSet => "user.password_set",
             AuditAction::UserDeleted => "user.deleted",
+            AuditAction::UserDisabled => "user.disabled",
+            AuditAction::UserEnabled => "user.enabled",
             AuditAction::UserSignedIn => "user.signed_in",
             AuditAction::UserSignedOut => "user.signed_out",
         }

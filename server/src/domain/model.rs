@@ -299,8 +299,7 @@ pub struct NewApiKey {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// A person who uses wbhealth. Users sign in through JWT/OIDC (not built yet); until then
-/// they exist so that their role and tenant assignments can be managed.
+/// A person who uses wbhealth, who signs in with a password for a session token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
     /// Its id.
@@ -313,6 +312,9 @@ pub struct User {
     pub tenants: Vec<TenantId>,
     /// When it was created.
     pub created_at: OffsetDateTime,
+    /// When it was disabled, if it is: it can then neither sign in nor use its session tokens
+    /// or API keys.
+    pub disabled_at: Option<OffsetDateTime>,
 }
 
 /// What is needed to create a user.

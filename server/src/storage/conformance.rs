@@ -1692,6 +1692,37 @@ async fn users_sign_in_by_name_and_are_deleted(store: Arc<dyn Store>) {
         Err(StoreError::NotFound)
     ));
 
+    let t0 = now();
+    let disabled = store
+        .set_user_disabled(bob.id, Some(t0))
+        .await
+        .expect("disable");
+    assert_eq!(disabled.disabled_at, Some(t0));
+    let again = store
+        .set_user_disabled(bob.id, Some(t0 + Duration::minutes(1)))
+        .await
+        .expect("disable again");
+    assert_eq!(
+        again.disabled_at,
+        Some(t0),
+        "disabling twice keeps the first time"
+    );
+    assert_eq!(
+        store
+            .user_by_name("bob@msp.example")
+            .await
+            .expect("by name")
+            .0
+            .disabled_at,
+        Some(t0)
+    );
+    let enabled = store.set_user_disabled(bob.id, None).await.expect("enable");
+    assert_eq!(enabled.disabled_at, None);
+    assert!(matches!(
+        store.set_user_disabled(UserId::new(), None).await,
+        Err(StoreError::NotFound)
+    ));
+
     store.delete_user(bob.id).await.expect("delete");
     assert!(matches!(
         store.user(bob.id).await,

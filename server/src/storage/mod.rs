@@ -246,6 +246,13 @@ pub trait Store: Send + Sync + 'static {
     async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError>;
     /// The user who owns the API key, if a user created it.
     async fn api_key_owner(&self, key: ApiKeyId) -> Result<Option<UserId>, StoreError>;
+    /// Disables a user at `at` (disabling twice keeps the first time), or enables it with
+    /// `None`.
+    async fn set_user_disabled(
+        &self,
+        id: UserId,
+        at: Option<OffsetDateTime>,
+    ) -> Result<User, StoreError>;
     /// Sets or clears a user's password hash (an argon2id PHC string).
     async fn set_user_password(
         &self,

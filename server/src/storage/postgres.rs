@@ -399,9 +399,10 @@ struct UserRow {
     name: String,
     role: String,
     created_at: OffsetDateTime,
+    disabled_at: Option<OffsetDateTime>,
 }
 
-const USER_COLUMNS: &str = "id, name, role, created_at";
+const USER_COLUMNS: &str = "id, name, role, created_at, disabled_at";
 
 impl UserRow {
     fn into_domain(self, tenants: Vec<TenantId>) -> Result<User, StoreError> {
@@ -411,6 +412,7 @@ impl UserRow {
             role: convert::role(&self.role)?,
             tenants,
             created_at: self.created_at,
+            disabled_at: self.disabled_at,
         })
     }
 }
@@ -1084,7 +1086,8 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         tenants_exist(&mut tx, &tenants).await?;
         let row: UserRow = sqlx::query_as(&format!(
-            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4) RETURNING {USER_COLUMNS}"
+            "INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING {USER_COLUMNS}"
         ))
         .bind(UserId::new().0)
         .bind(&new.name)
@@ -1427,6 +1430,29 @@ impl Store for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(owner.map(|(id,)| UserId(id)))
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: UserId,
+        at: Option<OffsetDateTime>,
+    ) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Disabling twice keeps the first time.
+        let done = sqlx::query(
+            "UPDATE users SET disabled_at = CASE WHEN $2::timestamptz IS NULL THEN NULL \
+             ELSE COALESCE(disabled_at, $2) END WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     async fn set_user_password(

@@ -520,9 +520,10 @@ struct UserRow {
     name: String,
     role: String,
     created_at: i64,
+    disabled_at: Option<i64>,
 }
 
-const USER_COLUMNS: &str = "id, name, role, created_at";
+const USER_COLUMNS: &str = "id, name, role, created_at, disabled_at";
 
 impl UserRow {
     fn into_domain(self, tenants: Vec<TenantId>) -> Result<User, StoreError> {
@@ -532,6 +533,7 @@ impl UserRow {
             role: convert::role(&self.role)?,
             tenants,
             created_at: instant_of(self.created_at, "user created_at")?,
+            disabled_at: opt_instant_of(self.disabled_at, "user disabled_at")?,
         })
     }
 }
@@ -1177,7 +1179,8 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         tenants_exist(&mut tx, &tenants).await?;
         let row: UserRow = sqlx::query_as(&format!(
-            "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4) RETURNING {USER_COLUMNS}"
+            "INSERT INTO users (id, name, role, created_at) VALUES (?1, ?2, ?3, ?4) \
+             RETURNING {USER_COLUMNS}"
         ))
         .bind(id_text(&UserId::new().0))
         .bind(&new.name)
@@ -1516,6 +1519,29 @@ impl Store for SqliteStore {
         owner
             .map(|(id,)| id_of(&id, "api key owner").map(UserId))
             .transpose()
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: UserId,
+        at: Option<OffsetDateTime>,
+    ) -> Result<User, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Disabling twice keeps the first time.
+        let done = sqlx::query(
+            "UPDATE users SET disabled_at = CASE WHEN ?2 IS NULL THEN NULL \
+             ELSE COALESCE(disabled_at, ?2) END WHERE id = ?1",
+        )
+        .bind(id_text(&id.0))
+        .bind(at.map(micros))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let user = load_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     async fn set_user_password(

@@ -784,3 +784,73 @@ async fn a_tenant_that_times_out_is_reported_without_holding_up_the_others() -> 
     );
     Ok(())
 }
+
+/// The usual set-up is one multi-tenant app of the MSP, consented in every customer's
+/// directory: a credential whose directory id names another customer's directory must read
+/// nothing of it, for the tenant's runs and for one user's readiness alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_pointed_at_another_customers_directory_reads_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lab = lab(&sqlite_url(&dir)).await?;
+    let app = || AppCredential::Secret("msp-app-secret".into());
+    let (alpha, _) = tenant_with(
+        &lab,
+        "Alpha",
+        "msp-app-secret",
+        Directory::healthy(CLIENT_ID, app()),
+    )
+    .await?;
+    let (_, beta_dir) = tenant_with(
+        &lab,
+        "Beta",
+        "msp-app-secret",
+        Directory::broken(CLIENT_ID, app()),
+    )
+    .await?;
+    let (s, cred) = lab
+        .server
+        .call(
+            Method::PUT,
+            &format!("/tenants/{alpha}/graph-credentials"),
+            Some(json!({"client_id": CLIENT_ID, "client_secret": "msp-app-secret", "directory_id": beta_dir})),
+        )
+        .await?;
+    anyhow::ensure!(s == 200, "set credential: {s} {cred}");
+
+    let run = run(&lab, &alpha).await?;
+    let results = by_check(&run["results"]);
+    assert!(!results.is_empty(), "{run:#}");
+    for (check, r) in &results {
+        assert_eq!(r["status"], "error", "{check}: {r:#}");
+        assert!(
+            r["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains(&format!("signs in to directory {beta_dir}"))
+                    && s.contains("not to this tenant's Entra tenant")),
+            "{check}: {r:#}"
+        );
+    }
+    assert_eq!(run["sspr_activity"]["total"], 0, "{run:#}");
+    let (s, user) = lab
+        .server
+        .call(
+            Method::GET,
+            &format!("/tenants/{alpha}/cloud-checks/user?upn=adele@contoso.com"),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(s == 200, "{s} {user}");
+    for (check, status) in statuses(&user) {
+        assert_eq!(status, "error", "{check}: {user:#}");
+    }
+    // Only the organization id was asked for in Beta's directory.
+    let asked = lab.graph.requests(&beta_dir);
+    assert!(
+        asked
+            .iter()
+            .filter(|r| !r.contains("/oauth2/"))
+            .all(|r| r.contains("/organization")),
+        "{asked:#?}"
+    );
+    Ok(())
+}

@@ -59,6 +59,20 @@ pub struct Cloud {
     running: Mutex<HashSet<TenantId>>,
 }
 
+/// Removes a tenant from the running set when its run ends, however it ends.
+struct RunningGuard<'a> {
+    running: &'a std::sync::Mutex<std::collections::HashSet<TenantId>>,
+    tenant: TenantId,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&self.tenant);
+        }
+    }
+}
+
 /// Why an on-demand request could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -74,7 +88,11 @@ impl Cloud {
     /// The HTTP client trusts the system's roots plus `--graph-ca-file`.
     pub fn new(config: &Config) -> anyhow::Result<Cloud> {
         use anyhow::Context;
+        // No redirects: a 307/308 from the login endpoint would re-send the client secret to
+        // wherever it points.
         let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(u64::from(
                 config.graph_request_timeout_seconds,
@@ -260,11 +278,13 @@ impl Cloud {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let outcome = self.run_tenant_inner(store, key, tenant).await;
-        if let Ok(mut running) = self.running.lock() {
-            running.remove(&tenant);
-        }
-        outcome
+        // Released on drop, so a run whose caller went away (an aborted REST request) does
+        // not leave the tenant marked as running.
+        let _running = RunningGuard {
+            running: &self.running,
+            tenant,
+        };
+        self.run_tenant_inner(store, key, tenant).await
     }
 
     async fn run_tenant_inner(
@@ -274,7 +294,8 @@ impl Cloud {
         tenant: TenantId,
     ) -> Result<CloudRun, CloudError> {
         let cred = store.graph_credential(&TenantScope::All, tenant).await?;
-        let name = store.tenant(&TenantScope::All, tenant).await?.name;
+        let record = store.tenant(&TenantScope::All, tenant).await?;
+        let (name, entra_tenant_id) = (record.name, record.entra_tenant_id);
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let gathered = tokio::time::timeout(self.run_timeout, async {
@@ -288,7 +309,10 @@ impl Cloud {
                         token,
                         self.request_timeout,
                     );
-                    Ok(gather(&graph, &name, started_at).await)
+                    match verify_directory(&graph, entra_tenant_id).await {
+                        Err(reason) => Err(reason),
+                        Ok(()) => Ok(gather(&graph, &name, started_at).await),
+                    }
                 }
             }
         })
@@ -352,6 +376,7 @@ impl Cloud {
         upn: &str,
     ) -> Result<Vec<ResultRecord>, CloudError> {
         let cred = store.graph_credential(scope, tenant).await?;
+        let entra_tenant_id = store.tenant(scope, tenant).await?.entra_tenant_id;
         let now = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let facts = tokio::time::timeout(self.run_timeout, async {
@@ -373,7 +398,16 @@ impl Cloud {
                         token,
                         self.request_timeout,
                     );
-                    gather_user(&graph, upn, now).await
+                    match verify_directory(&graph, entra_tenant_id).await {
+                        Ok(()) => gather_user(&graph, upn, now).await,
+                        Err(reason) => UserFacts {
+                            upn: upn.to_owned(),
+                            user: Err(reason.clone()),
+                            premium_plans: Err(reason.clone()),
+                            registration: Err(reason),
+                            now,
+                        },
+                    }
                 }
             }
         })
@@ -495,6 +529,32 @@ async fn gather(
         },
         sspr,
     )
+}
+
+/// Makes sure the token reaches the tenant's own Entra directory before anything is read. With
+/// one multi-tenant app consented in many customers' directories, a wrong or mistyped
+/// `directory_id` would otherwise show one customer's users and audit events in another's
+/// status.
+async fn verify_directory(graph: &GraphClient<'_>, expected: uuid::Uuid) -> Result<(), String> {
+    let orgs = graph
+        .list(Call {
+            path: "/organization?$select=id",
+            what: "the organization",
+            permission: "Organization.Read.All",
+        })
+        .await
+        .map_err(reason)?;
+    let id = orgs
+        .first()
+        .and_then(|org| org["id"].as_str())
+        .ok_or("Graph returned no organization id")?;
+    if id.eq_ignore_ascii_case(&expected.to_string()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the Graph credential signs in to directory {id}, not to this tenant's Entra tenant {expected}, so nothing was read; fix: set the credential's directory_id to {expected}, or correct the tenant's entra_tenant_id"
+        ))
+    }
 }
 
 async fn organization(graph: &GraphClient<'_>) -> Fact<Organization> {

@@ -385,7 +385,11 @@ impl FakeGraph {
     }
 
     /// Adds or replaces a directory.
-    pub fn put(&self, directory_id: &str, directory: Directory) {
+    pub fn put(&self, directory_id: &str, mut directory: Directory) {
+        // Graph's organization object carries the directory's own id.
+        if uuid::Uuid::parse_str(directory_id).is_ok() {
+            directory.organization["id"] = json!(directory_id);
+        }
         self.lock()
             .directories
             .insert(directory_id.to_owned(), directory);

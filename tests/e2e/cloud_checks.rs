@@ -5,7 +5,7 @@
 //! self-service password activity of the audit log, administrator resets that never reached
 //! Active Directory (TEN-09), a quarantined Cloud Sync job (CS-06), a throttled and paged tenant that still
 //! completes, consent withdrawn and a permission missing (errors naming the fix, other tenants
-//! untouched), a certificate credential, the interval scheduler, and a client secret that
+//! untouched), a list cut short at the page cap (an error, never a silent pass), a certificate credential, the interval scheduler, and a client secret that
 //! never appears in a response or a log line.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::support::agent::server_binary;
-use crate::support::graph::{AppCredential, Directory, FakeGraph};
+use crate::support::graph::{AppCredential, Directory, FakeGraph, admin_reset};
 use crate::support::postgres::fresh_database;
 use crate::support::server::{TestServer, sqlite_url};
 use crate::support::tls::TestCa;
@@ -837,6 +837,60 @@ async fn a_tenant_that_times_out_is_reported_without_holding_up_the_others() -> 
             .unwrap_or("")
             .contains("timed out"),
         "{cred:#}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_list_cut_short_at_the_page_cap_is_never_a_silent_pass() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lab = lab(&sqlite_url(&dir)).await?;
+    let mut busy = Directory::healthy(CLIENT_ID, AppCredential::Secret("p-secret".into()));
+    // One item a page and more administrator resets than the page cap lets through: the
+    // resets past the cap could be the ones that never reached Active Directory.
+    busy.page_size = 1;
+    let now = time::OffsetDateTime::now_utc();
+    for i in 0..60 {
+        busy.audits.push(admin_reset(
+            ("u-adele", "adele@contoso.com"),
+            "admin@contoso.onmicrosoft.com",
+            "Microsoft Entra Connect",
+            now - Duration::from_secs(60 * (i + 1)),
+        ));
+    }
+    // No Cloud Sync in this tenant.
+    busy.service_principals.clear();
+    busy.sync_jobs.clear();
+    let (tenant, _) = tenant_with(&lab, "Busy Ltd", "p-secret", busy).await?;
+
+    let r = run(&lab, &tenant).await?;
+    let results = by_check(&r["results"]);
+    let resets = &results["tenant.admin_reset_not_written_back"];
+    assert_eq!(resets["status"], "error", "{r:#}");
+    assert!(
+        resets["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("only the first 50 pages"),
+        "{r:#}"
+    );
+    // The SSPR counts are kept but say they are incomplete.
+    assert!(
+        r["sspr_activity"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the counts are incomplete"),
+        "{r:#}"
+    );
+    assert_eq!(r["sspr_activity"]["total"], 50, "{r:#}");
+    let cloud_sync = &results["tenant.cloud_sync_quarantine"];
+    assert_eq!(cloud_sync["status"], "not_applicable", "{r:#}");
+    assert!(
+        cloud_sync["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no Cloud Sync"),
+        "{r:#}"
     );
     Ok(())
 }

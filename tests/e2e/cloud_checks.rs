@@ -3,10 +3,11 @@
 //!
 //! Covered: a healthy tenant, a tenant broken for every check, per-user readiness, the
 //! self-service password activity of the audit log, administrator resets that never reached
-//! Active Directory (TEN-09), a quarantined Cloud Sync job (CS-06), a throttled and paged tenant that still
-//! completes, consent withdrawn and a permission missing (errors naming the fix, other tenants
-//! untouched), a list cut short at the page cap (an error, never a silent pass), a certificate credential, the interval scheduler, and a client secret that
-//! never appears in a response or a log line.
+//! Active Directory (TEN-09), a quarantined Cloud Sync job (CS-06), a throttled and paged
+//! tenant that still completes, consent withdrawn and a permission missing (errors naming the
+//! fix, other tenants untouched), a list cut short at the page cap (an error, never a silent
+//! pass), a certificate credential, the interval scheduler, and a client secret that never
+//! appears in a response or a log line.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};

@@ -2,10 +2,12 @@
 //! Graph over TLS (`support::graph`), on SQLite and PostgreSQL.
 //!
 //! Covered: a healthy tenant, a tenant broken for every check, per-user readiness, the
-//! self-service password activity of the audit log, a throttled and paged tenant that still
-//! completes, consent withdrawn and a permission missing (errors naming the fix, other tenants
-//! untouched), a certificate credential, the interval scheduler, and a client secret that
-//! never appears in a response or a log line.
+//! self-service password activity of the audit log, administrator resets that never reached
+//! Active Directory (TEN-09), a quarantined Cloud Sync job (CS-06), a throttled and paged
+//! tenant that still completes, consent withdrawn and a permission missing (errors naming the
+//! fix, other tenants untouched), a list cut short at the page cap (an error, never a silent
+//! pass), a certificate credential, the interval scheduler, and a client secret that never
+//! appears in a response or a log line.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -17,7 +19,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::support::agent::server_binary;
-use crate::support::graph::{AppCredential, Directory, FakeGraph};
+use crate::support::graph::{AppCredential, Directory, FakeGraph, admin_reset};
 use crate::support::postgres::fresh_database;
 use crate::support::server::{TestServer, sqlite_url};
 use crate::support::tls::TestCa;
@@ -132,7 +134,7 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
 
     let run_good = run(&lab, &good).await?;
     let s = statuses(&run_good["results"]);
-    assert_eq!(s.len(), 7, "{run_good:#}");
+    assert_eq!(s.len(), 9, "{run_good:#}");
     for (check, status) in &s {
         let expected = if check == "tenant.writeback_toggle" {
             "not_applicable"
@@ -154,7 +156,8 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
         "{toggle}"
     );
     assert_eq!(toggle["source"]["kind"], "cloud");
-    assert_eq!(run_good["sspr_activity"]["total"], 2, "{run_good:#}");
+    // Two self-service resets and two administrator resets.
+    assert_eq!(run_good["sspr_activity"]["total"], 4, "{run_good:#}");
     assert_eq!(run_good["sspr_activity"]["failures"], 0);
     assert!(
         lab.graph
@@ -174,6 +177,8 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
         ("tenant.sspr_for_admins", "fail"),
         ("tenant.writeback_admin_cloud_only", "fail"),
         ("tenant.sync_freshness", "warn"),
+        ("tenant.admin_reset_not_written_back", "warn"),
+        ("tenant.cloud_sync_quarantine", "warn"),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -205,6 +210,35 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
             .unwrap_or("")
             .starts_with("https://learn.microsoft.com/")
     );
+    let text = |check: &str, field: &str| -> String {
+        bad_results[check][field].as_str().unwrap_or("").to_owned()
+    };
+    // TEN-09: the synced user reset in the cloud only, and who did it.
+    assert!(
+        text("tenant.admin_reset_not_written_back", "summary")
+            .contains("adele@contoso.com (reset by it.admin@contoso.com)"),
+        "{run_bad:#}"
+    );
+    assert!(
+        text("tenant.admin_reset_not_written_back", "remediation").contains("Entra admin center"),
+        "{run_bad:#}"
+    );
+    assert_eq!(
+        bad_results["tenant.admin_reset_not_written_back"]["severity"], "info",
+        "{run_bad:#}"
+    );
+    // CS-06: the quarantined job and its reason.
+    let quarantine = text("tenant.cloud_sync_quarantine", "summary");
+    assert!(
+        quarantine.contains("EncounteredQuarantineException")
+            && quarantine.contains("AD2AADProvisioning")
+            && quarantine.contains("could not reach a domain controller"),
+        "{run_bad:#}"
+    );
+    assert!(
+        text("tenant.cloud_sync_quarantine", "remediation").contains("Restart sync"),
+        "{run_bad:#}"
+    );
     assert_eq!(run_bad["status"], "fail");
 
     // Tokens are cached until shortly before they expire.
@@ -221,7 +255,7 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
     assert_eq!(s, 200, "{activity}");
     assert_eq!(
         (activity["total"].clone(), activity["failures"].clone()),
-        (json!(3), json!(3)),
+        (json!(4), json!(3)),
         "{activity:#}"
     );
     let top = &activity["groups"][0];
@@ -230,10 +264,18 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
         (json!(2), json!("tenant.user_licence")),
         "{activity:#}"
     );
-    assert_eq!(
-        activity["groups"][1]["check_id"], "tenant.sspr_enabled",
-        "{activity:#}"
-    );
+    let disabled = activity["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| {
+            g["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("TenantSSPRFlagDisabled")
+        })
+        .context("the SSPR-disabled failures are grouped")?;
+    assert_eq!(disabled["check_id"], "tenant.sspr_enabled", "{activity:#}");
 
     // Tenant status and the fleet summary carry the cloud results.
     let (_, status) = lab
@@ -241,7 +283,7 @@ async fn healthy_and_broken(database_url: &str) -> anyhow::Result<()> {
         .call(Method::GET, &format!("/tenants/{bad}/status"), None)
         .await?;
     assert_eq!(status["status"], "fail", "{status:#}");
-    assert_eq!(status["cloud"]["results"].as_array().map(Vec::len), Some(7));
+    assert_eq!(status["cloud"]["results"].as_array().map(Vec::len), Some(9));
     let (_, status) = lab
         .server
         .call(Method::GET, &format!("/tenants/{good}/status"), None)
@@ -335,6 +377,7 @@ async fn a_throttled_tenant_completes_and_a_withdrawn_consent_or_missing_permiss
     .await?;
     let mut narrow = Directory::healthy(CLIENT_ID, AppCredential::Secret("n-secret".into()));
     narrow.denied.insert("AuditLog.Read.All");
+    narrow.denied.insert("Synchronization.Read.All");
     let (limited, _) = tenant_with(&lab, "Narrow SA", "n-secret", narrow).await?;
 
     let started = std::time::Instant::now();
@@ -410,6 +453,20 @@ async fn a_throttled_tenant_completes_and_a_withdrawn_consent_or_missing_permiss
         "{r:#}"
     );
     assert_eq!(results["tenant.writeback_licence"]["status"], "pass");
+    // Never a pass without the audit log or the jobs: an error naming the permission.
+    for (check, permission) in [
+        ("tenant.admin_reset_not_written_back", "AuditLog.Read.All"),
+        ("tenant.cloud_sync_quarantine", "Synchronization.Read.All"),
+    ] {
+        assert_eq!(results[check]["status"], "error", "{check}: {r:#}");
+        assert!(
+            results[check]["remediation"]
+                .as_str()
+                .unwrap_or("")
+                .contains(permission),
+            "{check}: {r:#}"
+        );
+    }
     assert!(
         r["sspr_activity"]["error"]
             .as_str()
@@ -851,6 +908,60 @@ async fn a_credential_pointed_at_another_customers_directory_reads_nothing() -> 
             .filter(|r| !r.contains("/oauth2/"))
             .all(|r| r.contains("/organization")),
         "{asked:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_list_cut_short_at_the_page_cap_is_never_a_silent_pass() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lab = lab(&sqlite_url(&dir)).await?;
+    let mut busy = Directory::healthy(CLIENT_ID, AppCredential::Secret("p-secret".into()));
+    // One item a page and more administrator resets than the page cap lets through: the
+    // resets past the cap could be the ones that never reached Active Directory.
+    busy.page_size = 1;
+    let now = time::OffsetDateTime::now_utc();
+    for i in 0..60 {
+        busy.audits.push(admin_reset(
+            ("u-adele", "adele@contoso.com"),
+            "admin@contoso.onmicrosoft.com",
+            "Microsoft Entra Connect",
+            now - Duration::from_secs(60 * (i + 1)),
+        ));
+    }
+    // No Cloud Sync in this tenant.
+    busy.service_principals.clear();
+    busy.sync_jobs.clear();
+    let (tenant, _) = tenant_with(&lab, "Busy Ltd", "p-secret", busy).await?;
+
+    let r = run(&lab, &tenant).await?;
+    let results = by_check(&r["results"]);
+    let resets = &results["tenant.admin_reset_not_written_back"];
+    assert_eq!(resets["status"], "error", "{r:#}");
+    assert!(
+        resets["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("only the first 50 pages"),
+        "{r:#}"
+    );
+    // The SSPR counts are kept but say they are incomplete.
+    assert!(
+        r["sspr_activity"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the counts are incomplete"),
+        "{r:#}"
+    );
+    assert_eq!(r["sspr_activity"]["total"], 50, "{r:#}");
+    let cloud_sync = &results["tenant.cloud_sync_quarantine"];
+    assert_eq!(cloud_sync["status"], "not_applicable", "{r:#}");
+    assert!(
+        cloud_sync["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no Cloud Sync"),
+        "{r:#}"
     );
     Ok(())
 }

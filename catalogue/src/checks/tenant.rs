@@ -14,6 +14,12 @@ const SSPR_HOW_IT_WORKS: &str =
 /// The administrator reset policy.
 const SSPR_POLICY: &str =
     "https://learn.microsoft.com/en-us/entra/identity/authentication/concept-sspr-policy";
+/// How writeback works, and which password changes never reach on-premises.
+const SSPR_WRITEBACK: &str =
+    "https://learn.microsoft.com/en-us/entra/identity/authentication/concept-sspr-writeback";
+/// Troubleshooting Cloud Sync, quarantine included.
+const CLOUD_SYNC_TROUBLESHOOT: &str =
+    "https://learn.microsoft.com/en-us/entra/identity/hybrid/cloud-sync/how-to-troubleshoot";
 /// The sync scheduler.
 const SYNC_SCHEDULER: &str = "https://learn.microsoft.com/en-us/entra/identity/hybrid/connect/how-to-connect-sync-feature-scheduler";
 
@@ -109,6 +115,32 @@ pub(crate) static CHECKS: &[CheckDef] = &[
         docs_url: SYNC_SCHEDULER,
         remediation: "{tenant} last synchronized at {last_sync} ({problem}). On the sync server run Get-ADSyncScheduler: if SyncCycleEnabled is False run Set-ADSyncScheduler -SyncCycleEnabled $true; if SchedulerSuspended is True wait for the running operation or restart ADSync; then fix the errors that Get-ADSyncRunProfileResult shows.",
         verified_by: "Unit tests cloud::checks::tests. End to end: the fake Graph's broken tenant last synced two days ago.",
+    },
+    CheckDef {
+        id: "tenant.admin_reset_not_written_back",
+        refs: &["TEN-09"],
+        title: "Administrator resets of synced users reached Active Directory",
+        description: "auditLogs/directoryAudits with activityDisplayName 'Reset password (by admin)' of the last 24 hours: a successful event whose additionalDetails OnPremisesAgent is None, for a target user with onPremisesSyncEnabled true, is a reset that stayed in the cloud (the Microsoft 365 admin center, PowerShell, or Graph paths that never write back). Reported as warn so that it shows; the severity is info. A missing AuditLog.Read.All or User.Read.All is an error, and so is an audit list cut short at the page cap with nothing found.",
+        category: Category::Tenant,
+        runs_on: RunsOn::Cloud,
+        severity: Severity::Info,
+        data_source: DataSource::Graph,
+        docs_url: SSPR_WRITEBACK,
+        remediation: "In {tenant} these synced users had their password reset in the cloud only, so Active Directory still has the old one: {resets}. Reset synced users from the Entra admin center (Users → the user → Reset password) or let them use SSPR, or through Graph with authenticationMethod resetPassword (delegated); not from the Microsoft 365 admin center or the old MSOnline/AzureAD PowerShell. Reset these users again that way, or in Active Directory.",
+        verified_by: "Unit tests cloud::checks::tests. End to end: the fake Graph's broken tenant has a cloud-only admin reset of a synced user, next to one written back by Entra Connect and one of a cloud-only user; a tenant without AuditLog.Read.All gets an error naming it.",
+    },
+    CheckDef {
+        id: "tenant.cloud_sync_quarantine",
+        refs: &["CS-06"],
+        title: "No Cloud Sync provisioning job is quarantined",
+        description: "The tenant's Cloud Sync service principals (instantiated from the AD2AAD application template 1a4721b3-e57f-4451-ae87-ef078703ec94, found with servicePrincipals?$filter=applicationTemplateId eq '…') and their synchronization/jobs whose templateId starts with AD2AAD: a job with status.code Quarantine, with status.quarantine.reason, warns. not_applicable when the tenant has no Cloud Sync job. Needs Application.Read.All and Synchronization.Read.All; a missing one is an error naming it. The provisioning agents' health has no v1.0 API and is not judged.",
+        category: Category::Tenant,
+        runs_on: RunsOn::Cloud,
+        severity: Severity::Warning,
+        data_source: DataSource::Graph,
+        docs_url: CLOUD_SYNC_TROUBLESHOOT,
+        remediation: "Cloud Sync of {tenant} is quarantined: {jobs}. Fix the cause the reason names (provisioning logs of the configuration {service_principal}), then in the Entra admin center → Microsoft Entra Connect → Cloud sync → the configuration choose Restart sync, or call POST /servicePrincipals/{{id}}/synchronization/jobs/{job_id}/restart with criteria resetScope Full.",
+        verified_by: "Unit tests cloud::checks::tests. End to end: the fake Graph's broken tenant has a quarantined AD2AADProvisioning job; the healthy tenant an active one; a tenant without Synchronization.Read.All gets an error naming it.",
     },
     CheckDef {
         id: "tenant.user_licence",

@@ -76,8 +76,8 @@ impl From<GraphCloud> for CloudName {
 /// A tenant's Graph credential: the app's client id with either a client secret or a
 /// certificate and its private key. The common case is one multi-tenant app of the MSP,
 /// consented in each customer tenant with the application permissions Organization.Read.All,
-/// User.Read.All, Domain.Read.All, RoleManagement.Read.Directory, Policy.Read.All and
-/// AuditLog.Read.All.
+/// User.Read.All, Domain.Read.All, RoleManagement.Read.Directory, Policy.Read.All,
+/// AuditLog.Read.All, Application.Read.All and Synchronization.Read.All.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetGraphCredential {

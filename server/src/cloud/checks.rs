@@ -111,6 +111,66 @@ pub struct TenantFacts {
     pub sspr_enabled_users: Fact<usize>,
     /// `authorizationPolicy.allowedToUseSSPR`.
     pub allowed_to_use_sspr: Fact<bool>,
+    /// `Reset password (by admin)` audit events of the last 24 hours (TEN-09).
+    pub admin_resets: Fact<AdminResets>,
+    /// Cloud Sync synchronization jobs (CS-06).
+    pub cloud_sync_jobs: Fact<CloudSyncJobs>,
+}
+
+/// An administrator's password reset (`Reset password (by admin)` audit event) that did not
+/// go through an on-premises agent (`additionalDetails` `OnPremisesAgent` is `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudOnlyReset {
+    /// The target user's object id.
+    pub user_id: String,
+    /// The target user's UPN as the event names it (empty when it names none).
+    pub user_principal_name: String,
+    /// Who reset it: a user's UPN or an app's display name.
+    pub reset_by: String,
+    /// `activityDateTime`.
+    pub at: String,
+    /// Whether the target is synced from on-premises (`onPremisesSyncEnabled`), looked up after
+    /// the event was read; `None` when the user no longer exists or is cloud-only.
+    pub synced: Option<bool>,
+}
+
+/// TEN-09's facts: the last 24 hours of administrator resets that stayed in the cloud.
+#[derive(Debug, Clone, Default)]
+pub struct AdminResets {
+    /// How many `Reset password (by admin)` events were read.
+    pub events: usize,
+    /// The successful ones with `OnPremisesAgent` `None`, with the target's sync state.
+    pub cloud_only: Vec<CloudOnlyReset>,
+    /// Set when the audit list was cut short at the page cap (what it says).
+    pub truncated: Option<String>,
+}
+
+/// One Cloud Sync (AD2AAD) synchronization job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncJob {
+    /// The service principal's display name (the AD domain, when set up in the portal).
+    pub service_principal: String,
+    /// The job id.
+    pub job_id: String,
+    /// Such as `AD2AADProvisioning` or `AD2AADPasswordHash`.
+    pub template_id: String,
+    /// `status.code`: `NotConfigured`, `NotRun`, `Active`, `Paused` or `Quarantine`.
+    pub status_code: String,
+    /// `status.quarantine.reason`, when quarantined.
+    pub quarantine_reason: Option<String>,
+    /// `status.quarantine.error.message` (or code), when Graph gives one.
+    pub quarantine_error: Option<String>,
+    /// `status.quarantine.seriesBegan`.
+    pub quarantined_since: Option<String>,
+}
+
+/// CS-06's facts: the Cloud Sync jobs of the tenant.
+#[derive(Debug, Clone, Default)]
+pub struct CloudSyncJobs {
+    /// Every AD2AAD job of every Cloud Sync service principal.
+    pub jobs: Vec<SyncJob>,
+    /// Set when a list was cut short at the page cap (what it says).
+    pub truncated: Option<String>,
 }
 
 /// A result being built.
@@ -163,7 +223,247 @@ pub fn evaluate(facts: &TenantFacts) -> Vec<ResultRecord> {
         sspr_for_admins(facts),
         writeback_admin_cloud_only(facts),
         sync_freshness(facts),
+        admin_resets_not_written_back(facts),
+        cloud_sync_quarantine(facts),
     ]
+}
+
+/// The audit activity TEN-09 reads.
+pub const ADMIN_RESET_ACTIVITY: &str = "Reset password (by admin)";
+
+/// The successful `Reset password (by admin)` events whose `OnPremisesAgent` is `None`, with
+/// `synced` not yet known.
+pub fn cloud_only_resets(events: &[Value]) -> Vec<CloudOnlyReset> {
+    events
+        .iter()
+        .filter(|e| e["activityDisplayName"] == ADMIN_RESET_ACTIVITY)
+        .filter(|e| e["result"] == "success")
+        .filter(|e| {
+            e["additionalDetails"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| {
+                    d["key"] == "OnPremisesAgent"
+                        && d["value"]
+                            .as_str()
+                            .is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
+                })
+        })
+        .flat_map(|e| {
+            let initiator = &e["initiatedBy"];
+            let reset_by = initiator["user"]["userPrincipalName"]
+                .as_str()
+                .or_else(|| initiator["app"]["displayName"].as_str())
+                .unwrap_or("unknown")
+                .to_owned();
+            let at = e["activityDateTime"].as_str().unwrap_or("").to_owned();
+            e["targetResources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["type"] == "User")
+                .filter_map(move |t| {
+                    Some(CloudOnlyReset {
+                        user_id: t["id"].as_str()?.to_owned(),
+                        user_principal_name: t["userPrincipalName"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned(),
+                        reset_by: reset_by.clone(),
+                        at: at.clone(),
+                        synced: None,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// TEN-09: administrator resets of synced users that never reached Active Directory.
+pub fn admin_resets_not_written_back(facts: &TenantFacts) -> ResultRecord {
+    const ID: &str = "tenant.admin_reset_not_written_back";
+    let resets = match &facts.admin_resets {
+        Ok(r) => r,
+        Err(e) => return could_not_look(ID, e, facts.now),
+    };
+    let flagged: Vec<&CloudOnlyReset> = resets
+        .cloud_only
+        .iter()
+        .filter(|r| r.synced == Some(true))
+        .collect();
+    let evidence = json!({
+        "admin_reset_events": resets.events,
+        "synced_users_reset_in_the_cloud_only": flagged.iter().map(|r| json!({
+            "user": r.user_principal_name,
+            "user_id": r.user_id,
+            "reset_by": r.reset_by,
+            "at": r.at,
+        })).collect::<Vec<_>>(),
+        "truncated": resets.truncated,
+    });
+    if flagged.is_empty() {
+        if let Some(note) = &resets.truncated {
+            // The events not read could hold exactly the resets this check looks for.
+            return ResultRecord {
+                check_id: ID.to_owned(),
+                status: Status::Error,
+                summary: format!(
+                    "could not look at every administrator reset of the last 24 hours: {note}"
+                ),
+                evidence,
+                remediation: "Review the audit log by hand: Entra admin center → Monitoring → Audit logs → Activity Reset password (by admin), and check the OnPremisesAgent detail of synced users.".into(),
+                duration_ms: 0,
+                observed_at: facts.now,
+            };
+        }
+        return result(
+            ID,
+            Status::Pass,
+            format!(
+                "no synced user's password was reset by an administrator in the cloud only in the last 24 hours ({} administrator resets read)",
+                resets.events
+            ),
+            evidence,
+            &[],
+            facts.now,
+        );
+    }
+    let mut named: Vec<String> = flagged
+        .iter()
+        .map(|r| {
+            let user = if r.user_principal_name.is_empty() {
+                r.user_id.as_str()
+            } else {
+                r.user_principal_name.as_str()
+            };
+            format!("{user} (reset by {})", r.reset_by)
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    let resets_text = named.join(", ");
+    let mut summary = format!(
+        "{} administrator reset(s) of synced users stayed in the cloud (OnPremisesAgent None) and never reached Active Directory: {resets_text}",
+        flagged.len()
+    );
+    if let Some(note) = &resets.truncated {
+        summary.push_str(&format!("; the list may be longer: {note}"));
+    }
+    // Info by design: the severity is info, the status warns so that it shows.
+    result(
+        ID,
+        Status::Warn,
+        summary,
+        evidence,
+        &[("tenant", &facts.tenant), ("resets", &resets_text)],
+        facts.now,
+    )
+}
+
+/// CS-06: Cloud Sync provisioning jobs in quarantine.
+pub fn cloud_sync_quarantine(facts: &TenantFacts) -> ResultRecord {
+    const ID: &str = "tenant.cloud_sync_quarantine";
+    let found = match &facts.cloud_sync_jobs {
+        Ok(j) => j,
+        Err(e) => return could_not_look(ID, e, facts.now),
+    };
+    let evidence = json!({
+        "jobs": found.jobs.iter().map(|j| json!({
+            "service_principal": j.service_principal,
+            "job_id": j.job_id,
+            "template_id": j.template_id,
+            "status_code": j.status_code,
+            "quarantine_reason": j.quarantine_reason,
+            "quarantine_error": j.quarantine_error,
+            "quarantined_since": j.quarantined_since,
+        })).collect::<Vec<_>>(),
+        "truncated": found.truncated,
+    });
+    let quarantined: Vec<&SyncJob> = found
+        .jobs
+        .iter()
+        .filter(|j| j.status_code.eq_ignore_ascii_case("Quarantine"))
+        .collect();
+    if !quarantined.is_empty() {
+        let jobs = quarantined
+            .iter()
+            .map(|j| {
+                let mut text = format!(
+                    "{} job {} ({}) since {}: {}",
+                    j.service_principal,
+                    j.job_id,
+                    j.template_id,
+                    j.quarantined_since.as_deref().unwrap_or("an unknown time"),
+                    j.quarantine_reason.as_deref().unwrap_or("no reason given")
+                );
+                if let Some(e) = &j.quarantine_error {
+                    text.push_str(&format!(" ({e})"));
+                }
+                text
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut summary = format!("Cloud Sync is quarantined: {jobs}");
+        if let Some(note) = &found.truncated {
+            summary.push_str(&format!("; more jobs may exist: {note}"));
+        }
+        let first = quarantined[0];
+        return result(
+            ID,
+            Status::Warn,
+            summary,
+            evidence,
+            &[
+                ("tenant", &facts.tenant),
+                ("jobs", &jobs),
+                ("service_principal", &first.service_principal),
+                ("job_id", &first.job_id),
+            ],
+            facts.now,
+        );
+    }
+    if let Some(note) = &found.truncated {
+        // A job on a page not read could be the quarantined one.
+        return ResultRecord {
+            check_id: ID.to_owned(),
+            status: Status::Error,
+            summary: format!("could not read every Cloud Sync job: {note}"),
+            evidence,
+            remediation: "Check the Cloud Sync configurations by hand: Entra admin center → Identity → Hybrid management → Microsoft Entra Connect → Cloud sync.".into(),
+            duration_ms: 0,
+            observed_at: facts.now,
+        };
+    }
+    if found.jobs.is_empty() {
+        return result(
+            ID,
+            Status::NotApplicable,
+            "the tenant has no Cloud Sync (AD2AAD) provisioning job".into(),
+            evidence,
+            &[("tenant", &facts.tenant)],
+            facts.now,
+        );
+    }
+    let states = found
+        .jobs
+        .iter()
+        .map(|j| {
+            format!(
+                "{} {} is {}",
+                j.service_principal, j.template_id, j.status_code
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    result(
+        ID,
+        Status::Pass,
+        format!("no Cloud Sync job is quarantined ({states})"),
+        evidence,
+        &[],
+        facts.now,
+    )
 }
 
 /// TEN-01.
@@ -792,6 +1092,29 @@ mod tests {
             }]),
             sspr_enabled_users: Ok(1),
             allowed_to_use_sspr: Ok(true),
+            admin_resets: Ok(AdminResets {
+                events: 1,
+                cloud_only: vec![CloudOnlyReset {
+                    user_id: "u-cloud".into(),
+                    user_principal_name: "cloud@contoso.onmicrosoft.com".into(),
+                    reset_by: "admin@contoso.onmicrosoft.com".into(),
+                    at: "2026-11-25T10:00:00Z".into(),
+                    synced: None,
+                }],
+                truncated: None,
+            }),
+            cloud_sync_jobs: Ok(CloudSyncJobs {
+                jobs: vec![SyncJob {
+                    service_principal: "contoso.com".into(),
+                    job_id: "AD2AADProvisioning.fd1c9b9e8077402c8bc03a7186c8f976".into(),
+                    template_id: "AD2AADProvisioning".into(),
+                    status_code: "Active".into(),
+                    quarantine_reason: None,
+                    quarantine_error: None,
+                    quarantined_since: None,
+                }],
+                truncated: None,
+            }),
         }
     }
 
@@ -871,6 +1194,8 @@ mod tests {
                 ("tenant.sspr_for_admins".into(), Status::Fail),
                 ("tenant.writeback_admin_cloud_only".into(), Status::Fail),
                 ("tenant.sync_freshness".into(), Status::Warn),
+                ("tenant.admin_reset_not_written_back".into(), Status::Pass),
+                ("tenant.cloud_sync_quarantine".into(), Status::Pass),
             ]
         );
         assert!(
@@ -925,5 +1250,132 @@ mod tests {
                 "{id} is in the catalogue"
             );
         }
+    }
+
+    fn admin_reset(target: &str, upn: &str, agent: &str, result: &str) -> Value {
+        json!({
+            "id": "SSPR_0b1d",
+            "category": "UserManagement",
+            "activityDisplayName": "Reset password (by admin)",
+            "activityDateTime": "2026-11-25T10:00:00Z",
+            "loggedByService": "Self-service Password Management",
+            "result": result,
+            "resultReason": "",
+            "initiatedBy": {"app": null, "user": {"id": "u-it", "userPrincipalName": "it.admin@contoso.com"}},
+            "targetResources": [{"id": target, "type": "User", "userPrincipalName": upn, "modifiedProperties": []}],
+            "additionalDetails": [{"key": "OnPremisesAgent", "value": agent}]
+        })
+    }
+
+    #[test]
+    fn only_successful_resets_without_an_on_premises_agent_are_cloud_only() {
+        let events = vec![
+            admin_reset("u-1", "adele@contoso.com", "None", "success"),
+            admin_reset(
+                "u-2",
+                "megan@contoso.com",
+                "Microsoft Entra Connect",
+                "success",
+            ),
+            admin_reset("u-3", "lee@contoso.com", "CloudSync", "success"),
+            admin_reset("u-4", "joni@contoso.com", "None", "failure"),
+        ];
+        let found = cloud_only_resets(&events);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (
+                found[0].user_principal_name.as_str(),
+                found[0].reset_by.as_str()
+            ),
+            ("adele@contoso.com", "it.admin@contoso.com")
+        );
+    }
+
+    #[test]
+    fn a_cloud_only_reset_of_a_synced_user_warns_naming_user_and_resetter() {
+        let mut f = healthy();
+        let mut reset =
+            cloud_only_resets(&[admin_reset("u-1", "adele@contoso.com", "None", "success")]);
+        reset[0].synced = Some(true);
+        f.admin_resets = Ok(AdminResets {
+            events: 1,
+            cloud_only: reset,
+            truncated: None,
+        });
+        let r = admin_resets_not_written_back(&f);
+        assert_eq!(r.status, Status::Warn, "{r:?}");
+        assert!(
+            r.summary
+                .contains("adele@contoso.com (reset by it.admin@contoso.com)"),
+            "{}",
+            r.summary
+        );
+        assert!(
+            r.remediation.contains("Contoso") && r.remediation.contains("adele@contoso.com"),
+            "{}",
+            r.remediation
+        );
+        assert!(!r.remediation.contains('{'), "{}", r.remediation);
+        assert_eq!(
+            wbhealth_catalogue::find(&r.check_id).map(|d| d.severity),
+            Some(wbhealth_catalogue::Severity::Info)
+        );
+    }
+
+    #[test]
+    fn a_cut_short_audit_list_with_nothing_found_is_an_error_not_a_pass() {
+        let mut f = healthy();
+        f.admin_resets = Ok(AdminResets {
+            events: 5000,
+            cloud_only: vec![],
+            truncated: Some(
+                "only the first 50 pages (5000 items) were read; Graph offered more".into(),
+            ),
+        });
+        let r = admin_resets_not_written_back(&f);
+        assert_eq!(r.status, Status::Error, "{r:?}");
+        assert!(r.summary.contains("first 50 pages"), "{}", r.summary);
+        f.admin_resets = Err("the app may not read the directory audit log: Graph answered 403; fix: add the application permission AuditLog.Read.All to the app registration and grant admin consent".into());
+        let r = admin_resets_not_written_back(&f);
+        assert_eq!(r.status, Status::Error);
+        assert!(r.remediation.contains("AuditLog.Read.All"), "{r:?}");
+    }
+
+    #[test]
+    fn a_quarantined_cloud_sync_job_warns_with_its_reason_and_none_is_not_applicable() {
+        let mut f = healthy();
+        f.cloud_sync_jobs = Ok(CloudSyncJobs {
+            jobs: vec![SyncJob {
+                service_principal: "contoso.com".into(),
+                job_id: "AD2AADProvisioning.fd1c9b9e".into(),
+                template_id: "AD2AADProvisioning".into(),
+                status_code: "Quarantine".into(),
+                quarantine_reason: Some("EncounteredQuarantineException".into()),
+                quarantine_error: Some("The agent could not reach the domain controller".into()),
+                quarantined_since: Some("2026-11-25T08:00:00Z".into()),
+            }],
+            truncated: None,
+        });
+        let r = cloud_sync_quarantine(&f);
+        assert_eq!(r.status, Status::Warn, "{r:?}");
+        assert!(
+            r.summary.contains("EncounteredQuarantineException"),
+            "{}",
+            r.summary
+        );
+        assert!(
+            r.remediation
+                .contains("jobs/AD2AADProvisioning.fd1c9b9e/restart")
+                && r.remediation.contains("/servicePrincipals/{id}/"),
+            "{}",
+            r.remediation
+        );
+        f.cloud_sync_jobs = Ok(CloudSyncJobs::default());
+        assert_eq!(cloud_sync_quarantine(&f).status, Status::NotApplicable);
+        f.cloud_sync_jobs = Ok(CloudSyncJobs {
+            jobs: vec![],
+            truncated: Some("only the first 50 pages".into()),
+        });
+        assert_eq!(cloud_sync_quarantine(&f).status, Status::Error);
     }
 }

@@ -14,7 +14,7 @@ const MAX_RETRIES: u32 = 4;
 /// The longest wait honoured from one `Retry-After`.
 const RETRY_CAP: Duration = Duration::from_secs(30);
 /// The most pages followed for one list.
-const MAX_PAGES: usize = 50;
+pub const MAX_PAGES: usize = 50;
 
 /// Why a Graph call gave no answer; each says what to do.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -104,6 +104,28 @@ pub struct Call<'a> {
     pub permission: &'static str,
 }
 
+/// The items of a collection, and whether the page cap cut it short.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The items read.
+    pub items: Vec<Value>,
+    /// True when [`MAX_PAGES`] pages were read and Graph still offered a next one: the items
+    /// are not the whole collection, and whoever judges them must say so.
+    pub truncated: bool,
+}
+
+impl Listing {
+    /// What a result says about a cut-short list, or `None` when it is complete.
+    pub fn truncation_note(&self) -> Option<String> {
+        self.truncated.then(|| {
+            format!(
+                "only the first {MAX_PAGES} pages ({} items) were read; Graph offered more",
+                self.items.len()
+            )
+        })
+    }
+}
+
 /// Graph for one tenant with one token.
 pub struct GraphClient<'a> {
     http: &'a reqwest::Client,
@@ -135,8 +157,9 @@ impl<'a> GraphClient<'a> {
         self.fetch(&url, call).await
     }
 
-    /// Every item of a collection, following `@odata.nextLink`.
-    pub async fn list(&self, call: Call<'_>) -> Result<Vec<Value>, GraphError> {
+    /// Every item of a collection, following `@odata.nextLink` for at most [`MAX_PAGES`]
+    /// pages; a list cut short says so in [`Listing::truncated`].
+    pub async fn list(&self, call: Call<'_>) -> Result<Listing, GraphError> {
         let mut url = format!("{}{}", self.base, call.path);
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
@@ -159,10 +182,24 @@ impl<'a> GraphClient<'a> {
                         reason: "@odata.nextLink points away from the Graph endpoint".into(),
                     });
                 }
-                None => return Ok(items),
+                None => {
+                    return Ok(Listing {
+                        items,
+                        truncated: false,
+                    });
+                }
             }
         }
-        Ok(items)
+        tracing::warn!(
+            what = call.what,
+            pages = MAX_PAGES,
+            items = items.len(),
+            "graph list cut short at the page cap"
+        );
+        Ok(Listing {
+            items,
+            truncated: true,
+        })
     }
 
     /// The first page only (for `$top=1` probes).

@@ -26,7 +26,10 @@ use crate::domain::{
     CloudRun, GraphCredential, MasterKey, ResultRecord, SsprActivity, TenantId, TenantScope,
 };
 use crate::storage::{Store, StoreError};
-use checks::{DirectoryUser, Fact, Organization, RoleHolder, Sku, TenantFacts, UserFacts};
+use checks::{
+    AdminResets, CloudSyncJobs, DirectoryUser, Fact, Organization, RoleHolder, Sku, TenantFacts,
+    UserFacts,
+};
 use graph::{Call, GraphClient, GraphError};
 use token::{ClientAuth, SealedSecret, TokenError, TokenRequest};
 
@@ -38,6 +41,12 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 const SCHEDULER_TICK: Duration = Duration::from_secs(2);
 /// The most role holders looked up one by one.
 const MAX_ROLE_PRINCIPALS: usize = 200;
+/// The most users of administrator resets looked up one by one (TEN-09).
+const MAX_RESET_TARGETS: usize = 200;
+/// The application template that Cloud Sync instantiates for each configuration (the
+/// "Active Directory to Azure Active Directory Provisioning" app), as Microsoft's Cloud Sync
+/// Graph guide names it.
+const CLOUD_SYNC_TEMPLATE: &str = "1a4721b3-e57f-4451-ae87-ef078703ec94";
 
 /// A cached token.
 struct CachedToken {
@@ -334,6 +343,8 @@ impl Cloud {
                     role_holders: Err(reason.clone()),
                     sspr_enabled_users: Err(reason.clone()),
                     allowed_to_use_sspr: Err(reason.clone()),
+                    admin_resets: Err(reason.clone()),
+                    cloud_sync_jobs: Err(reason.clone()),
                 };
                 let mut results = checks::evaluate(&facts);
                 // Nothing was read: even the check that needs no read says why it stopped.
@@ -509,13 +520,24 @@ async fn gather(
     now: OffsetDateTime,
 ) -> (TenantFacts, SsprActivity) {
     let since = now - time::Duration::hours(24);
-    let (organization, skus, role_holders, sspr_enabled_users, allowed_to_use_sspr, sspr) = tokio::join!(
+    let (
+        organization,
+        skus,
+        role_holders,
+        sspr_enabled_users,
+        allowed_to_use_sspr,
+        sspr,
+        admin_resets,
+        cloud_sync_jobs,
+    ) = tokio::join!(
         organization(graph),
         subscribed_skus(graph),
         role_holders(graph),
         sspr_enabled_users(graph),
         allowed_to_use_sspr(graph),
         sspr_activity(graph, since),
+        admin_resets(graph, since),
+        cloud_sync_jobs(graph),
     );
     (
         TenantFacts {
@@ -526,6 +548,8 @@ async fn gather(
             role_holders,
             sspr_enabled_users,
             allowed_to_use_sspr,
+            admin_resets,
+            cloud_sync_jobs,
         },
         sspr,
     )
@@ -545,6 +569,7 @@ async fn verify_directory(graph: &GraphClient<'_>, expected: uuid::Uuid) -> Resu
         .await
         .map_err(reason)?;
     let id = orgs
+        .items
         .first()
         .and_then(|org| org["id"].as_str())
         .ok_or("Graph returned no organization id")?;
@@ -557,6 +582,135 @@ async fn verify_directory(graph: &GraphClient<'_>, expected: uuid::Uuid) -> Resu
     }
 }
 
+/// RFC 3339 at whole seconds, as `$filter` on `activityDateTime` takes it.
+fn filter_stamp(at: OffsetDateTime) -> String {
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// TEN-09: the administrator resets since `since` that stayed in the cloud, with the sync
+/// state of each target user.
+async fn admin_resets(graph: &GraphClient<'_>, since: OffsetDateTime) -> Fact<AdminResets> {
+    let path = format!(
+        "/auditLogs/directoryAudits?$filter=activityDisplayName%20eq%20'Reset%20password%20(by%20admin)'%20and%20activityDateTime%20ge%20{}",
+        filter_stamp(since)
+    );
+    let events = graph
+        .list(Call {
+            path: &path,
+            what: "the directory audit log",
+            permission: "AuditLog.Read.All",
+        })
+        .await
+        .map_err(reason)?;
+    let mut cloud_only = checks::cloud_only_resets(&events.items);
+    let mut synced: HashMap<String, Option<bool>> = HashMap::new();
+    for reset in &mut cloud_only {
+        if !synced.contains_key(&reset.user_id) {
+            if synced.len() >= MAX_RESET_TARGETS {
+                continue;
+            }
+            let user = directory_user(graph, &reset.user_id)
+                .await
+                .map_err(reason)?;
+            if let Some(u) = &user
+                && reset.user_principal_name.is_empty()
+            {
+                reset.user_principal_name = u.user_principal_name.clone();
+            }
+            synced.insert(
+                reset.user_id.clone(),
+                user.and_then(|u| u.on_premises_sync_enabled),
+            );
+        }
+        reset.synced = synced.get(&reset.user_id).copied().flatten();
+    }
+    let mut truncated = events.truncation_note();
+    let looked_up_all = cloud_only.iter().all(|r| synced.contains_key(&r.user_id));
+    if !looked_up_all {
+        let note = format!("only the first {MAX_RESET_TARGETS} reset users were looked up");
+        truncated = Some(match truncated {
+            Some(t) => format!("{t}; {note}"),
+            None => note,
+        });
+    }
+    Ok(AdminResets {
+        events: events
+            .items
+            .iter()
+            .filter(|e| e["activityDisplayName"] == checks::ADMIN_RESET_ACTIVITY)
+            .count(),
+        cloud_only,
+        truncated,
+    })
+}
+
+/// CS-06: the AD2AAD jobs of every Cloud Sync service principal.
+async fn cloud_sync_jobs(graph: &GraphClient<'_>) -> Fact<CloudSyncJobs> {
+    let path = format!(
+        "/servicePrincipals?$filter=applicationTemplateId%20eq%20'{CLOUD_SYNC_TEMPLATE}'&$select=id,displayName,applicationTemplateId"
+    );
+    let principals = graph
+        .list(Call {
+            path: &path,
+            what: "the Cloud Sync service principals",
+            permission: "Application.Read.All",
+        })
+        .await
+        .map_err(reason)?;
+    let mut notes: Vec<String> = principals.truncation_note().into_iter().collect();
+    let mut jobs = Vec::new();
+    for sp in &principals.items {
+        let Some(id) = sp["id"].as_str() else {
+            continue;
+        };
+        let name = sp["displayName"].as_str().unwrap_or(id).to_owned();
+        let path = format!("/servicePrincipals/{}/synchronization/jobs", segment(id));
+        let listed = graph
+            .list(Call {
+                path: &path,
+                what: "the Cloud Sync synchronization jobs",
+                permission: "Synchronization.Read.All",
+            })
+            .await
+            .map_err(reason)?;
+        if let Some(note) = listed.truncation_note() {
+            notes.push(format!("{name}: {note}"));
+        }
+        jobs.extend(
+            listed
+                .items
+                .iter()
+                .filter(|j| {
+                    j["templateId"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("AD2AAD"))
+                })
+                .map(|j| {
+                    let q = &j["status"]["quarantine"];
+                    checks::SyncJob {
+                        service_principal: name.clone(),
+                        job_id: j["id"].as_str().unwrap_or("").to_owned(),
+                        template_id: j["templateId"].as_str().unwrap_or("").to_owned(),
+                        status_code: j["status"]["code"].as_str().unwrap_or("").to_owned(),
+                        quarantine_reason: q["reason"].as_str().map(str::to_owned),
+                        quarantine_error: q["error"]["message"]
+                            .as_str()
+                            .or_else(|| q["error"]["code"].as_str())
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_owned),
+                        quarantined_since: q["seriesBegan"].as_str().map(str::to_owned),
+                    }
+                }),
+        );
+    }
+    Ok(CloudSyncJobs {
+        jobs,
+        truncated: (!notes.is_empty()).then(|| notes.join("; ")),
+    })
+}
+
 async fn organization(graph: &GraphClient<'_>) -> Fact<Organization> {
     let orgs = graph
         .list(Call {
@@ -565,7 +719,8 @@ async fn organization(graph: &GraphClient<'_>) -> Fact<Organization> {
             permission: "Organization.Read.All",
         })
         .await
-        .map_err(reason)?;
+        .map_err(reason)?
+        .items;
     let org = orgs
         .first()
         .ok_or("Graph returned no organization object")?;
@@ -587,6 +742,11 @@ async fn subscribed_skus(graph: &GraphClient<'_>) -> Fact<Vec<Sku>> {
         })
         .await
         .map_err(reason)?;
+    // A cut-short list could hide the SKU that carries P1 (a false fail).
+    if let Some(note) = skus.truncation_note() {
+        return Err(format!("the subscribed SKUs are incomplete: {note}"));
+    }
+    let skus = skus.items;
     Ok(skus
         .iter()
         .map(|s| Sku {
@@ -653,6 +813,10 @@ async fn premium_plans(graph: &GraphClient<'_>, id: &str) -> Fact<Vec<String>> {
         })
         .await
         .map_err(reason)?;
+    if let Some(note) = details.truncation_note() {
+        return Err(format!("the licence details are incomplete: {note}"));
+    }
+    let details = details.items;
     let mut plans: Vec<String> = details
         .iter()
         .flat_map(|d| d["servicePlans"].as_array().cloned().unwrap_or_default())
@@ -674,6 +838,13 @@ async fn role_holders(graph: &GraphClient<'_>) -> Fact<Vec<RoleHolder>> {
         })
         .await
         .map_err(reason)?;
+    // A missing page could hide a synced administrator (a false pass of TEN-07).
+    if let Some(note) = assignments.truncation_note() {
+        return Err(format!(
+            "the directory role assignments are incomplete: {note}; fix: none in wbhealth yet, check the role holders in the Entra admin center"
+        ));
+    }
+    let assignments = assignments.items;
     let mut users: HashMap<String, Option<DirectoryUser>> = HashMap::new();
     let mut domains: HashMap<String, Fact<bool>> = HashMap::new();
     let mut holders = Vec::new();
@@ -764,9 +935,7 @@ async fn allowed_to_use_sspr(graph: &GraphClient<'_>) -> Fact<bool> {
 
 async fn sspr_activity(graph: &GraphClient<'_>, since: OffsetDateTime) -> SsprActivity {
     let since = since.replace_nanosecond(0).unwrap_or(since);
-    let stamp = since
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let stamp = filter_stamp(since);
     let path = format!(
         "/auditLogs/directoryAudits?$filter=loggedByService%20eq%20'Self-service%20Password%20Management'%20and%20activityDateTime%20ge%20{stamp}"
     );
@@ -778,7 +947,14 @@ async fn sspr_activity(graph: &GraphClient<'_>, since: OffsetDateTime) -> SsprAc
         })
         .await
     {
-        Ok(events) => checks::sspr_activity(&events, since),
+        Ok(events) => {
+            let mut activity = checks::sspr_activity(&events.items, since);
+            // The counts stay, but they are not the whole day's activity.
+            activity.error = events
+                .truncation_note()
+                .map(|note| format!("the counts are incomplete: {note}"));
+            activity
+        }
         Err(e) => SsprActivity {
             since: Some(since),
             error: Some(e.to_string()),

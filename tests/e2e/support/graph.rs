@@ -3,7 +3,9 @@
 //!
 //! It serves the v2.0 token endpoint (client secret or client assertion) and the Graph v1.0
 //! routes the cloud checks call, with per-directory state a test can break: licences, roles,
-//! registration, policies, sync time, audit events, a permission removed (403
+//! registration, policies, sync time, audit events (self-service and administrator resets with
+//! their `OnPremisesAgent`), Cloud Sync service principals and synchronization jobs (quarantine
+//! included), a permission removed (403
 //! `Authorization_RequestDenied`), consent withdrawn (AADSTS700016), throttling (429 with
 //! `Retry-After`) and small pages (`@odata.nextLink`). Bodies follow the shapes of the examples
 //! in Microsoft's Graph and identity platform references, field for field where the checks
@@ -75,6 +77,86 @@ pub struct Directory {
     pub allowed_to_use_sspr: bool,
     /// `auditLogs/directoryAudits`.
     pub audits: Vec<Value>,
+    /// `servicePrincipals` (only the Cloud Sync ones are ever asked for, by
+    /// `applicationTemplateId`).
+    pub service_principals: Vec<Value>,
+    /// `servicePrincipals/{id}/synchronization/jobs`, per service principal id.
+    pub sync_jobs: HashMap<String, Vec<Value>>,
+}
+
+/// The application template Cloud Sync configurations are instantiated from.
+pub const CLOUD_SYNC_TEMPLATE: &str = "1a4721b3-e57f-4451-ae87-ef078703ec94";
+
+/// A Cloud Sync configuration's service principal, shaped like Graph's servicePrincipal.
+pub fn cloud_sync_principal(id: &str, domain: &str) -> Value {
+    json!({
+        "id": id,
+        "deletedDateTime": null,
+        "accountEnabled": true,
+        "appDisplayName": domain,
+        "appId": format!("{}-app", id),
+        "applicationTemplateId": CLOUD_SYNC_TEMPLATE,
+        "appOwnerOrganizationId": "84841066-274d-4ec0-a5c1-276be684bdd3",
+        "displayName": domain,
+        "servicePrincipalType": "Application",
+        "tags": ["WindowsAzureActiveDirectoryOnPremApp"]
+    })
+}
+
+/// A synchronization job shaped like Graph's synchronizationJob; `quarantine` is
+/// `(reason, error message)`.
+pub fn sync_job(template: &str, code: &str, quarantine: Option<(&str, &str)>) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    json!({
+        "id": format!("{template}.fd1c9b9e8077402c8bc03a7186c8f976.2e2e8c0a-5e53-4e3d-9e1a-8b3d3f4e5a6b"),
+        "templateId": template,
+        "schedule": {"expiration": null, "interval": "PT2M", "state": "Active"},
+        "status": {
+            "code": code,
+            "countSuccessiveCompleteFailures": if quarantine.is_some() { 12 } else { 0 },
+            "escrowsPruned": false,
+            "lastExecution": {"activityIdentifier": null, "countEntitled": 0, "countEntitledForProvisioning": 0, "countEscrowed": 0, "countEscrowedRaw": 0, "countExported": 0, "countExports": 0, "countImported": 0, "countImportedDeltas": 0, "countImportedReferenceDeltas": 0, "error": null, "state": if quarantine.is_some() { "Failed" } else { "Succeeded" }, "timeBegan": stamp(now - time::Duration::minutes(4)), "timeEnded": stamp(now - time::Duration::minutes(3))},
+            "lastSuccessfulExecution": null,
+            "lastSuccessfulExecutionWithExports": null,
+            "progress": [],
+            "quarantine": quarantine.map(|(reason, message)| json!({
+                "currentBegan": stamp(now - time::Duration::hours(1)),
+                "nextAttempt": stamp(now + time::Duration::hours(1)),
+                "reason": reason,
+                "seriesBegan": stamp(now - time::Duration::hours(6)),
+                "seriesCount": 5,
+                "error": {"code": "AzureDirectoryB2BManagementPolicyCheckFailure", "message": message, "tenantActionable": true}
+            })),
+            "steadyStateFirstAchievedTime": "2026-10-01T08:00:00Z",
+            "steadyStateLastAchievedTime": stamp(now - time::Duration::hours(7)),
+            "synchronizedEntryCountByType": [],
+            "troubleshootingUrl": null
+        },
+        "synchronizationJobSettings": []
+    })
+}
+
+/// A `Reset password (by admin)` audit event of `target` by `by`, with `OnPremisesAgent` set
+/// to `agent` (`None` when it stayed in the cloud).
+pub fn admin_reset(target: (&str, &str), by: &str, agent: &str, at: time::OffsetDateTime) -> Value {
+    json!({
+        "id": format!("SSPR_{}", uuid::Uuid::new_v4().simple()),
+        "category": "UserManagement",
+        "correlationId": uuid::Uuid::new_v4().to_string(),
+        "result": "success",
+        "resultReason": "",
+        "activityDisplayName": "Reset password (by admin)",
+        "activityDateTime": at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "loggedByService": "Self-service Password Management",
+        "operationType": "Update",
+        "initiatedBy": {"app": null, "user": {"id": "u-helpdesk", "displayName": null, "userPrincipalName": by, "ipAddress": "203.0.113.9"}},
+        "targetResources": [{"id": target.0, "displayName": null, "type": "User", "userPrincipalName": target.1, "modifiedProperties": []}],
+        "additionalDetails": [{"key": "OnPremisesAgent", "value": agent}]
+    })
 }
 
 fn sku(part: &str, status: &str, enabled: i64, plans: &[(&str, &str)]) -> Value {
@@ -243,7 +325,29 @@ impl Directory {
                     "",
                     now - time::Duration::hours(1),
                 ),
+                // A synced user reset through Entra Connect, and a cloud-only one in the cloud:
+                // neither is a reset that failed to reach Active Directory.
+                admin_reset(
+                    ("u-adele", "adele@contoso.com"),
+                    "admin@contoso.onmicrosoft.com",
+                    "Microsoft Entra Connect",
+                    now - time::Duration::hours(4),
+                ),
+                admin_reset(
+                    ("u-cloud", "cloudonly@contoso.onmicrosoft.com"),
+                    "admin@contoso.onmicrosoft.com",
+                    "None",
+                    now - time::Duration::hours(5),
+                ),
             ],
+            service_principals: vec![cloud_sync_principal("sp-cloudsync-contoso", "contoso.com")],
+            sync_jobs: HashMap::from([(
+                "sp-cloudsync-contoso".to_owned(),
+                vec![
+                    sync_job("AD2AADProvisioning", "Active", None),
+                    sync_job("AD2AADPasswordHash", "Active", None),
+                ],
+            )]),
         }
     }
 
@@ -314,7 +418,25 @@ impl Directory {
                 "User is not licensed. (UserNotLicensed)",
                 now - time::Duration::hours(30),
             ),
+            // Reset from the Microsoft 365 admin center: never reached Active Directory.
+            admin_reset(
+                ("u-adele", "adele@contoso.com"),
+                "it.admin@contoso.com",
+                "None",
+                now - time::Duration::hours(2),
+            ),
         ];
+        d.sync_jobs = HashMap::from([(
+            "sp-cloudsync-contoso".to_owned(),
+            vec![sync_job(
+                "AD2AADProvisioning",
+                "Quarantine",
+                Some((
+                    "EncounteredQuarantineException",
+                    "The provisioning agent could not reach a domain controller of contoso.com.",
+                )),
+            )],
+        )]);
         d
     }
 }
@@ -923,7 +1045,9 @@ fn respond(state: &Mutex<State>, addr: SocketAddr, head: &str, body: &[u8]) -> R
                 )
                 .ok()
             });
-            if !filter.contains("loggedByService eq 'Self-service Password Management'")
+            let by_admin = filter.contains("activityDisplayName eq 'Reset password (by admin)'");
+            if !(filter.contains("loggedByService eq 'Self-service Password Management'")
+                || by_admin)
                 || since.is_none()
             {
                 return graph_error(
@@ -948,9 +1072,54 @@ fn respond(state: &Mutex<State>, addr: SocketAddr, head: &str, body: &[u8]) -> R
                         .zip(since)
                         .is_some_and(|(t, s)| t >= s)
                 })
+                .filter(|a| !by_admin || a["activityDisplayName"] == "Reset password (by admin)")
                 .cloned()
                 .collect();
             page(items, "auditLogs/directoryAudits")
+        }
+        ["servicePrincipals"] => {
+            if deny("Application.Read.All") {
+                return denied;
+            }
+            let filter = query.get("$filter").cloned().unwrap_or_default();
+            let Some(template) = filter
+                .strip_prefix("applicationTemplateId eq '")
+                .map(|t| t.trim_end_matches('\''))
+            else {
+                return graph_error(
+                    400,
+                    "Request_UnsupportedQuery",
+                    &format!("Unsupported or invalid query filter clause specified: {filter}"),
+                );
+            };
+            let items: Vec<Value> = d
+                .service_principals
+                .iter()
+                .filter(|sp| sp["applicationTemplateId"] == template)
+                .cloned()
+                .collect();
+            page(
+                items,
+                "servicePrincipals(id,displayName,applicationTemplateId)",
+            )
+        }
+        ["servicePrincipals", id, "synchronization", "jobs"] => {
+            if deny("Synchronization.Read.All") {
+                return denied;
+            }
+            if !d.service_principals.iter().any(|sp| sp["id"] == *id) {
+                return graph_error(
+                    404,
+                    "Request_ResourceNotFound",
+                    &format!(
+                        "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+                    ),
+                );
+            }
+            page(
+                d.sync_jobs.get(*id).cloned().unwrap_or_default(),
+                &format!("servicePrincipals('{id}')/synchronization/jobs"),
+            )
         }
         _ => graph_error(
             400,

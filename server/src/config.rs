@@ -477,6 +477,17 @@ impl Config {
             }
             return Ok(None);
         };
+        // Each token with an unknown key id may cause a fetch: without a floor, made-up key
+        // ids would make the server fetch the JWKS for every request.
+        if self.oidc_jwks_refetch_seconds < 10 {
+            return Err(ConfigError {
+                setting: "--oidc-jwks-refetch-seconds / WBH_OIDC_JWKS_REFETCH_SECONDS",
+                problem: format!(
+                    "{} is too short; use 10 seconds or more (60 by default)",
+                    self.oidc_jwks_refetch_seconds
+                ),
+            });
+        }
         if !issuer.starts_with("https://") {
             return Err(ConfigError {
                 setting: "--oidc-issuer / WBH_OIDC_ISSUER",
@@ -676,7 +687,11 @@ mod tests {
         };
         assert!(good().validate().is_ok());
         type Change<'a> = &'a dyn Fn(&mut Config);
-        let cases: [(Change, &str); 6] = [
+        let cases: [(Change, &str); 7] = [
+            (
+                &|c| c.oidc_jwks_refetch_seconds = 0,
+                "--oidc-jwks-refetch-seconds",
+            ),
             (
                 &|c| c.oidc_issuer = Some("http://login.example".into()),
                 "--oidc-issuer",

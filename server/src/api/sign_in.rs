@@ -8,6 +8,8 @@
 //! password is wrong; each takes one argon2id verification.
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
@@ -26,6 +28,17 @@ use crate::AppState;
 use crate::domain::{AuditAction, password};
 use crate::error::{Error, ErrorCode};
 use crate::storage::StoreError;
+
+/// Password checks running at once. Each argon2id verification takes about 19 MiB and tens of
+/// milliseconds of a core, so an unauthenticated flood of sign-ins could otherwise exhaust
+/// memory and every core; beyond this, sign-ins wait briefly and then get 503.
+static PASSWORD_CHECKS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    tokio::sync::Semaphore::new(cores)
+});
+
+/// How long a sign-in waits for a free password check.
+const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(5);
 
 /// The routes that need no credential.
 pub fn public_routes() -> OpenApiRouter<AppState> {
@@ -97,6 +110,16 @@ async fn sign_in(
         Err(e) => return Err(Error::from_store(e, "user")),
     };
     let stored = found.as_ref().and_then(|(_, hash)| hash.clone());
+    let busy = || {
+        Error::new(
+            ErrorCode::Unavailable,
+            "too many sign-ins are being checked at once; try again in a few seconds",
+        )
+    };
+    let _permit = tokio::time::timeout(PASSWORD_CHECK_WAIT, PASSWORD_CHECKS.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     let matches = tokio::task::spawn_blocking(move || {
         password::verify(body.password.expose_secret(), stored.as_deref())
     })

@@ -44,6 +44,11 @@ pub enum ClientError {
         "server URL {0:?} is not valid; use https://HOST:PORT (http:// only for a server on loopback)"
     )]
     BadUrl(String),
+    /// The server URL is plain `http://` to a host that is not this machine.
+    #[error(
+        "server URL {0:?} uses http:// to a host that is not loopback, so the agent credential would cross the network unencrypted; enroll again with --server https://HOST:PORT and set ca_file under [server] in agent.toml to the CA that signed the server's certificate"
+    )]
+    PlainHttpOffLoopback(String),
     /// The server could not be reached, or its certificate was not trusted.
     #[error("cannot reach the server: {0}")]
     Connect(String),
@@ -95,6 +100,7 @@ async fn channel(
     ca_file: Option<&Path>,
     client_tls: Option<&ClientTls>,
 ) -> Result<Channel, ClientError> {
+    require_tls_off_loopback(url)?;
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|_| ClientError::BadUrl(url.to_owned()))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -123,6 +129,30 @@ async fn channel(
         return Err(ClientError::BadUrl(url.to_owned()));
     }
     Ok(endpoint.connect().await?)
+}
+
+/// Refuses `http://` unless the host is this machine (`localhost`, 127.0.0.0/8, `::1`): the
+/// credential travels in every session's metadata.
+pub fn require_tls_off_loopback(url: &str) -> Result<(), ClientError> {
+    if !url.starts_with("http://") {
+        return Ok(());
+    }
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(ClientError::PlainHttpOffLoopback(url.to_owned()))
+    }
 }
 
 /// What the agent says about its host.
@@ -444,6 +474,41 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
             _ = heartbeat.tick() => {
                 send(AgentKind::Heartbeat(Heartbeat { sent_at: Some(wire::timestamp(time::OffsetDateTime::now_utc())) })).await?;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_accepted_only_to_loopback() {
+        for url in [
+            "http://localhost:50051",
+            "http://LOCALHOST:50051",
+            "http://127.0.0.1:50051",
+            "http://127.8.9.10:50051",
+            "http://[::1]:50051",
+            "https://wbhealth.example.net:50051",
+            "https://10.0.0.5:50051",
+        ] {
+            assert!(require_tls_off_loopback(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://wbhealth.example.net:50051",
+            "http://10.0.0.5:50051",
+            "http://[2001:db8::1]:50051",
+            "http://localhost.example.net:50051",
+            "http://128.0.0.1:50051",
+        ] {
+            let refused = require_tls_off_loopback(url)
+                .expect_err("plain http off loopback is refused")
+                .to_string();
+            assert!(
+                refused.contains("https://") && refused.contains("ca_file"),
+                "{url}: {refused}"
+            );
         }
     }
 }

@@ -187,6 +187,11 @@ async fn dispatch(command: Command, settings: Settings) -> ExitCode {
                 Ok(identity) => identity,
                 Err(e) => return fail(&e),
             };
+            // A saved plain-http URL off loopback would fail every retry: say so once and stop.
+            if let Err(e) = client::require_tls_off_loopback(&identity.server_url) {
+                eprintln!("wbhealth-agent: {e}");
+                return ExitCode::from(64);
+            }
             tracing::info!(agent_id = %identity.agent_id, server = %identity.server_url, "agent starting");
             match client::run(settings, identity, host_name, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -191,7 +191,11 @@ impl Server {
 
         let grpc_cancel = cancel.clone();
         let grpc_state = self.state.clone();
-        let mut builder = tonic::transport::Server::builder();
+        // Keepalive pings reap half-open agent streams (a NAT or firewall dropped the idle
+        // connection) within 40 s, so an agent never looks connected forever.
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
         if let Some(files) = &self.tls {
             let mut config = tls::grpc_config(files);
             if let Some(ca) = &self.state.agent_ca {
@@ -206,7 +210,11 @@ impl Server {
                 .context("--tls-cert / --tls-key: unusable for gRPC")?;
         }
         let grpc = async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
+            // TCP keepalive as well (the builder's own setting is ignored for a given
+            // listener), for peers that vanish without closing.
+            let incoming = tonic::transport::server::TcpIncoming::from(self.grpc)
+                .with_keepalive(Some(std::time::Duration::from_secs(60)))
+                .with_keepalive_interval(Some(std::time::Duration::from_secs(15)));
             builder
                 .add_service(grpc::service(grpc_state))
                 .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled_owned())

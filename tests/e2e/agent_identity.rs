@@ -303,23 +303,26 @@ async fn a_rotated_agent_keeps_reporting_and_its_old_credential_is_refused() -> 
         "same agent, new secret"
     );
 
-    // Once the agent has confirmed, the old credential is refused.
+    // Once the agent has confirmed, the old credential is refused. (Presenting it before the
+    // confirmation would drop the rotation, as from an agent that never stored the new one.)
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match open_session(&server, &old).await? {
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-                break;
-            }
-            Ok(_) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the old credential is retired after the agent's confirmation"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+    while !server
+        .get("/audit-events")
+        .await?
+        .to_string()
+        .contains("agent.credential_rotated")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent confirms its new credential"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let refused = open_session(&server, &old)
+        .await?
+        .err()
+        .expect("the old credential is retired after the agent's confirmation");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 
     // The agent, restarted, comes back with its stored credential and keeps reporting.
     drop(running);
@@ -347,6 +350,55 @@ async fn a_rotated_agent_keeps_reporting_and_its_old_credential_is_refused() -> 
     Ok(())
 }
 
+/// Asks for a rotation of `agent`'s credential; the status and the problem document.
+async fn rotate(
+    server: &TestServer,
+    tenant: &str,
+    agent: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (code, body) = server
+        .call(
+            Method::POST,
+            &format!("/tenants/{tenant}/agents/{agent}/credential-rotation"),
+            None,
+        )
+        .await?;
+    Ok((code, body))
+}
+
+/// Asks for a rotation until the server has noticed that a dropped stream is gone.
+async fn rotate_when_alone(server: &TestServer, tenant: &str, agent: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = rotate(server, tenant, agent).await?;
+        if code == 202 {
+            return Ok(());
+        }
+        assert!(
+            code == 409
+                && body.to_string().contains("live connections")
+                && std::time::Instant::now() < deadline,
+            "{code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads the next message and expects the new credential.
+async fn rotated_credential(session: &mut RawSession) -> anyhow::Result<String> {
+    let message = session.inbound.message().await?.and_then(|m| m.kind);
+    let Some(ServerKind::RotateCredential(rotate)) = message else {
+        panic!("the new credential comes over the stream: {message:?}");
+    };
+    Ok(rotate.credential)
+}
+
+fn heartbeat() -> AgentMessage {
+    AgentMessage {
+        kind: Some(AgentKind::Heartbeat(v1::Heartbeat { sent_at: None })),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_rotation_confirmation_never_locks_the_agent_out() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -357,29 +409,26 @@ async fn a_lost_rotation_confirmation_never_locks_the_agent_out() -> anyhow::Res
     let mut session = open_session(&server, &enrolled.credential)
         .await?
         .expect("session");
-    let (code, body) = server
-        .call(
-            Method::POST,
-            &format!("/tenants/{tenant}/agents/{agent}/credential-rotation"),
-            None,
-        )
-        .await?;
+    let (code, body) = rotate(&server, &tenant, agent).await?;
     assert_eq!(code, 202, "{body}");
-    let message = session.inbound.message().await?.and_then(|m| m.kind);
-    let Some(ServerKind::RotateCredential(rotate)) = message else {
-        panic!("the new credential comes over the stream: {message:?}");
-    };
-    // The agent goes away without confirming: both credentials still work.
+    let first = rotated_credential(&mut session).await?;
+
+    // The agent stored the first credential but its confirmation was lost: a second rotation
+    // must not replace it, or the agent could never log in again.
+    let (code, body) = rotate(&server, &tenant, agent).await?;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("already waiting for the agent's confirmation")),
+        "{body}"
+    );
     drop(session);
-    let mut old = open_session(&server, &enrolled.credential)
-        .await?
-        .expect("the old credential works until the confirmation");
-    report_acked(&mut old).await?;
-    drop(old);
+
     // Presenting the new credential is confirmation enough; the old one is refused after it.
-    let mut new = open_session(&server, &rotate.credential)
+    let mut new = open_session(&server, &first)
         .await?
-        .expect("the new credential works");
+        .expect("the stored credential works after two rotation attempts");
     report_acked(&mut new).await?;
     let refused = open_session(&server, &enrolled.credential)
         .await?
@@ -401,6 +450,139 @@ async fn a_lost_rotation_confirmation_never_locks_the_agent_out() -> anyhow::Res
         .await
         .expect_err("the stream ends with a status");
     assert_eq!(end.code(), Code::InvalidArgument, "{end:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_stored_its_new_credential_drops_the_rotation() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&sqlite_url(&dir)).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+    let enrolled = enroll(&server, &tenant).await?;
+    let agent = &enrolled.agent_id;
+    let mut session = open_session(&server, &enrolled.credential)
+        .await?
+        .expect("session");
+    let (code, body) = rotate(&server, &tenant, agent).await?;
+    assert_eq!(code, 202, "{body}");
+    let lost = rotated_credential(&mut session).await?;
+    drop(session);
+
+    // Back with its current credential: it never stored the new one, which is dropped so that
+    // a new rotation can start.
+    let mut session = open_session(&server, &enrolled.credential)
+        .await?
+        .expect("the current credential still works");
+    report_acked(&mut session).await?;
+    rotate_when_alone(&server, &tenant, agent).await?;
+    let second = rotated_credential(&mut session).await?;
+    let refused = open_session(&server, &lost)
+        .await?
+        .err()
+        .expect("the dropped credential opens no session");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
+    // Confirmed on this stream, which goes on with the new credential.
+    session
+        .tx
+        .send(AgentMessage {
+            kind: Some(AgentKind::CredentialStored(v1::CredentialStored {
+                credential: second.clone(),
+            })),
+        })
+        .await?;
+    session.tx.send(heartbeat()).await?;
+    report_acked(&mut session).await?;
+    let refused = open_session(&server, &enrolled.credential)
+        .await?
+        .err()
+        .expect("the old credential is retired");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    open_session(&server, &second)
+        .await?
+        .expect("the new credential works");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_credential_gets_no_rotation_and_retired_streams_are_closed() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&sqlite_url(&dir)).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+    let enrolled = enroll(&server, &tenant).await?;
+    let agent = &enrolled.agent_id;
+    let mut real = open_session(&server, &enrolled.credential)
+        .await?
+        .expect("session");
+    // A thief with a copy of the credential connects after the real agent.
+    let mut thief = open_session(&server, &enrolled.credential)
+        .await?
+        .expect("a copied credential still logs in");
+    let (code, body) = rotate(&server, &tenant, agent).await?;
+    assert_eq!(code, 409, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("2 live connections") && detail.contains("revoke"),
+        "{body}"
+    );
+    report_acked(&mut thief).await?;
+
+    // Once only one stream is left, the rotation goes to it, and a stream that logs in with the
+    // new credential ends every stream that logged in with the old one.
+    drop(thief);
+    rotate_when_alone(&server, &tenant, agent).await?;
+    let new = rotated_credential(&mut real).await?;
+    let mut replacement = open_session(&server, &new)
+        .await?
+        .expect("the new credential works");
+    let end = tokio::time::timeout(Duration::from_secs(5), real.inbound.message())
+        .await
+        .expect("the stream on the retired credential is closed at once")
+        .expect_err("the stream ends with a status");
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    assert!(end.message().contains("retired"), "{end:?}");
+    report_acked(&mut replacement).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_completed_on_another_replica_ends_the_old_stream_at_the_next_heartbeat()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(&dir);
+    let server = TestServer::start(&url).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+    let enrolled = enroll(&server, &tenant).await?;
+    let mut stale = open_session(&server, &enrolled.credential)
+        .await?
+        .expect("session");
+    report_acked(&mut stale).await?;
+    // Another replica rotates and completes through the shared database; this process's
+    // registry never hears of it.
+    let store = wbhealth_server::storage::open(&url).await?;
+    let next = wbhealth_server::domain::secrets::hash("wbh_agent_next");
+    let agent_id = enrolled.agent_id.parse()?;
+    store
+        .begin_credential_rotation(
+            &wbhealth_server::domain::TenantScope::All,
+            tenant.parse()?,
+            agent_id,
+            &next,
+        )
+        .await?;
+    assert!(
+        store
+            .complete_credential_rotation(agent_id, &next, time::OffsetDateTime::now_utc())
+            .await?
+    );
+    stale.tx.send(heartbeat()).await?;
+    let end = tokio::time::timeout(Duration::from_secs(5), stale.inbound.message())
+        .await
+        .expect("the heartbeat is answered by closing the stream")
+        .expect_err("the stream ends with a status");
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    assert!(end.message().contains("retired"), "{end:?}");
     Ok(())
 }
 

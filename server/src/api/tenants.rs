@@ -20,6 +20,7 @@ use crate::domain::{
     Agent, AgentId, AuditAction, NewTenant, Operation, ReportSummary, Tenant, TenantId,
 };
 use crate::error::{Error, ErrorCode};
+use crate::sessions::NotSole;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -406,7 +407,7 @@ async fn revoke_agent(
         (status = 403, description = "The caller's role may not do this", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such agent in this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The agent is revoked or not connected", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The agent is revoked, not connected, connected more than once (its credential was copied: revoke it and enroll it again), or a rotation already waits for its confirmation", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn rotate_agent_credential(
@@ -425,12 +426,20 @@ async fn rotate_agent_credential(
     if !agents.iter().any(|a| a.id == agent) {
         return Err(Error::not_found(&what));
     }
-    // The credential travels only over the agent's own stream, so it must be connected.
-    let outbox = state.sessions.outbox(agent).ok_or_else(|| {
-        Error::new(
+    // The credential travels only over the agent's own stream, so it must be connected, and
+    // only once: with a copied credential, the copy's stream would receive the new one.
+    let outbox = state.sessions.sole_outbox(agent).map_err(|e| match e {
+        NotSole::NotConnected => Error::new(
             ErrorCode::Conflict,
             format!("agent {agent} is not connected; rotate its credential when it is"),
-        )
+        ),
+        NotSole::Several(n) => Error::new(
+            ErrorCode::Conflict,
+            format!(
+                "agent {agent} has {n} live connections, so its credential is in use in more than one place and was probably copied; \
+                 the new credential is not sent: revoke the agent (DELETE /api/v1/tenants/{tenant}/agents/{agent}) and enroll it again"
+            ),
+        ),
     })?;
     let secret = crate::domain::secrets::generate("wbh_agent_");
     state
@@ -456,7 +465,7 @@ async fn rotate_agent_credential(
         )),
     };
     // Should the agent have gone away, the pending credential was never delivered; the old
-    // one keeps working and the next rotation replaces it.
+    // one keeps working, and the agent's next login with it drops the pending one.
     outbox.send(Ok(message)).await.map_err(|_| {
         Error::new(
             ErrorCode::Conflict,

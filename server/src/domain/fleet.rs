@@ -247,7 +247,9 @@ fn pdc_agreement(
     )
 }
 
-/// Every agent was heard from within [`SILENT_AFTER_INTERVALS`] intervals or is connected.
+/// Every agent was heard from within [`SILENT_AFTER_INTERVALS`] intervals. A connected agent
+/// heartbeats, so one that looks connected but was not heard from that long is behind a
+/// half-open connection (a NAT or firewall dropped it) and is silent too.
 fn agent_silent(
     tenant: &str,
     agents: &[FleetAgent<'_>],
@@ -258,9 +260,6 @@ fn agent_silent(
         time::Duration::try_from(interval * SILENT_AFTER_INTERVALS).unwrap_or(time::Duration::MAX);
     let mut silent = Vec::new();
     for a in agents {
-        if a.connected {
-            continue;
-        }
         let last = a.agent.last_seen_at.unwrap_or(a.agent.enrolled_at);
         if now - last > allowed {
             let when = last
@@ -271,21 +270,25 @@ fn agent_silent(
                 a.agent.id,
                 when,
                 a.agent.last_seen_at.is_none(),
+                a.connected,
             ));
         }
     }
     let evidence = json!({
         "allowed_seconds": allowed.whole_seconds(),
-        "silent": silent.iter().map(|(host, id, when, never)| json!({
+        "silent": silent.iter().map(|(host, id, when, never, connected)| json!({
             "host": host, "agent_id": id.to_string(), "last_seen_at": if *never { None } else { Some(when) },
+            "connected": connected,
         })).collect::<Vec<_>>(),
         "agents": agents.len(),
     });
     let names: Vec<String> = silent
         .iter()
-        .map(|(host, _, when, never)| {
+        .map(|(host, _, when, never, connected)| {
             if *never {
                 format!("{host} (never reported since it enrolled at {when})")
+            } else if *connected {
+                format!("{host} (last heard at {when}; its connection looks open but is silent)")
             } else {
                 format!("{host} (last heard at {when})")
             }
@@ -513,12 +516,24 @@ mod tests {
             r.summary
         );
         assert!(r.remediation.contains("SYNC02"));
-        // Connected now: not silent, whatever the last report time says.
+        // Connected agents heartbeat: one heard from recently passes, one that looks connected
+        // but was not heard from for three intervals is behind a half-open connection.
+        let fleet = [FleetAgent {
+            agent: &fresh,
+            connected: true,
+        }];
+        let r = correlate("Contoso", &fleet, &[], INTERVAL, NOW);
+        assert_eq!(r[2].status, Status::Pass, "{}", r[2].summary);
         let fleet = [FleetAgent {
             agent: &stale,
             connected: true,
         }];
         let r = correlate("Contoso", &fleet, &[], INTERVAL, NOW);
-        assert_eq!(r[2].status, Status::Pass);
+        assert_eq!(r[2].status, Status::Fail, "{}", r[2].summary);
+        assert!(
+            r[2].summary.contains("SYNC02 (last heard at 2026-11-25T11:44:00Z; its connection looks open but is silent)"),
+            "{}",
+            r[2].summary
+        );
     }
 }

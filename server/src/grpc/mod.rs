@@ -23,6 +23,7 @@ use crate::domain::{
     Agent, AgentId, AuditAction, IngestOutcome, NewAgent, NewAuditEvent, TokenRejection, secrets,
 };
 use crate::error::{Error, ErrorCode};
+use crate::sessions::{EndReason, Registration};
 
 /// The largest message an agent may send; a report of every check fits in a fraction of it.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -126,7 +127,7 @@ impl AgentService for AgentGrpc {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
         let peer_certs = request.peer_certs();
-        let agent = self.authenticate(request.metadata()).await?;
+        let (agent, mut credential_hash) = self.authenticate(request.metadata()).await?;
         if self.state.agent_ca.is_some() {
             // The TLS layer verified the certificate against the agent CA; it must also be
             // this agent's own, so a stolen credential or a stolen certificate alone is useless.
@@ -159,13 +160,17 @@ impl AgentService for AgentGrpc {
             loop {
                 let received = tokio::select! {
                     received = inbound.message() => received,
-                    () = registration.revoked() => {
-                        tracing::info!(agent_id = %agent.id, "closing the stream of a revoked agent");
+                    reason = registration.ended() => {
+                        let status = match reason {
+                            EndReason::Revoked => revoked_status(),
+                            EndReason::CredentialRetired => retired_status(),
+                        };
+                        tracing::info!(agent_id = %agent.id, ?reason, "closing an agent stream");
                         // An agent that stopped reading must not keep the stream open: past the
                         // wait, the stream ends without the status.
                         let _ = tokio::time::timeout(
                             std::time::Duration::from_secs(5),
-                            tx.send(Err(revoked_status())),
+                            tx.send(Err(status)),
                         )
                         .await;
                         break;
@@ -179,7 +184,9 @@ impl AgentService for AgentGrpc {
                         break;
                     }
                 };
-                match handle_message(&state, &agent, message).await {
+                match handle_message(&state, &agent, &mut credential_hash, &registration, message)
+                    .await
+                {
                     Ok(Some(reply)) => {
                         if tx.send(Ok(reply)).await.is_err() {
                             break;
@@ -209,8 +216,12 @@ impl AgentGrpc {
         }
     }
 
-    /// Finds the agent that `authorization: Bearer <agent id>.<secret>` names.
-    async fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Agent, Status> {
+    /// Finds the agent that `authorization: Bearer <agent id>.<secret>` names, and the hash of
+    /// the credential it presented.
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(Agent, Vec<u8>), Status> {
         let unknown =
             || Status::unauthenticated("unknown agent credential; enroll the agent again");
         let header = metadata.get("authorization").ok_or_else(|| {
@@ -244,10 +255,29 @@ impl AgentGrpc {
         }
         if pending {
             // The agent stored the new credential but its confirmation was lost: presenting
-            // it is confirmation enough.
-            complete_rotation(&self.state, &stored.agent, secret).await?;
+            // it is confirmation enough, and streams still open on the old one end.
+            if complete_rotation(&self.state, &stored.agent, secret).await? {
+                self.state
+                    .sessions
+                    .end_all(stored.agent.id, EndReason::CredentialRetired);
+            }
+            return Ok((stored.agent, secrets::hash(secret)));
         }
-        Ok(stored.agent)
+        if let Some(pending_hash) = &stored.pending_credential_hash {
+            // A new stream on the current credential while a rotation waits: the agent never
+            // stored the new one (it would log in with it), so the rotation is dropped and a new
+            // one can start.
+            let dropped = self
+                .state
+                .store
+                .discard_pending_credential(stored.agent.id, pending_hash)
+                .await
+                .map_err(|e| Status::from(Error::from_store(e, "agent")))?;
+            if dropped {
+                tracing::info!(agent_id = %stored.agent.id, "unconfirmed credential rotation dropped: the agent logged in with its current credential");
+            }
+        }
+        Ok((stored.agent, stored.credential_hash))
     }
 }
 
@@ -258,8 +288,21 @@ fn revoked_status() -> Status {
     )
 }
 
-/// Ends the stream of an agent revoked since it connected.
-async fn ensure_not_revoked(state: &AppState, agent: &Agent) -> Result<(), Status> {
+/// What a stream that logged in with a retired credential is told when it is closed.
+fn retired_status() -> Status {
+    Status::unauthenticated(
+        "the credential this connection logged in with was retired by a credential rotation; reconnect with the agent's current credential (if the agent never received a new one, its credential was copied: revoke the agent and enroll it again)",
+    )
+}
+
+/// Ends the stream of an agent revoked since it connected, or whose stream logged in with a
+/// credential that is no longer the current or pending one (rotated, perhaps on another
+/// replica).
+async fn ensure_still_valid(
+    state: &AppState,
+    agent: &Agent,
+    credential_hash: &[u8],
+) -> Result<(), Status> {
     let current = state
         .store
         .agent_credential(agent.id)
@@ -268,11 +311,18 @@ async fn ensure_not_revoked(state: &AppState, agent: &Agent) -> Result<(), Statu
     if current.agent.revoked_at.is_some() {
         return Err(revoked_status());
     }
+    if current.credential_hash != credential_hash
+        && current.pending_credential_hash.as_deref() != Some(credential_hash)
+    {
+        tracing::warn!(agent_id = %agent.id, "closing a stream that logged in with a retired credential");
+        return Err(retired_status());
+    }
     Ok(())
 }
 
 /// Makes the pending credential whose secret is `secret` the agent's only one, and records it.
-async fn complete_rotation(state: &AppState, agent: &Agent, secret: &str) -> Result<(), Status> {
+/// Whether a rotation was completed.
+async fn complete_rotation(state: &AppState, agent: &Agent, secret: &str) -> Result<bool, Status> {
     let done = state
         .store
         .complete_credential_rotation(agent.id, &secrets::hash(secret), OffsetDateTime::now_utc())
@@ -280,7 +330,7 @@ async fn complete_rotation(state: &AppState, agent: &Agent, secret: &str) -> Res
         .map_err(|e| Status::from(Error::from_store(e, "agent")))?;
     if !done {
         tracing::debug!(agent_id = %agent.id, "credential confirmation for no pending rotation");
-        return Ok(());
+        return Ok(false);
     }
     tracing::info!(agent_id = %agent.id, "agent credential rotated; the old one is refused from now on");
     if let Err(e) = state
@@ -297,13 +347,15 @@ async fn complete_rotation(state: &AppState, agent: &Agent, secret: &str) -> Res
     {
         tracing::error!(agent_id = %agent.id, error = %format!("{e:#}"), "audit event not recorded");
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Acts on one message from an agent and says what to answer. An `Err` ends the stream.
 async fn handle_message(
     state: &AppState,
     agent: &Agent,
+    credential_hash: &mut Vec<u8>,
+    registration: &Registration,
     message: AgentMessage,
 ) -> Result<Option<ServerMessage>, Status> {
     let now = OffsetDateTime::now_utc();
@@ -325,8 +377,9 @@ async fn handle_message(
             Ok(None)
         }
         Some(AgentKind::Heartbeat(_)) => {
-            // A revocation made on another replica reaches this stream within a heartbeat.
-            ensure_not_revoked(state, agent).await?;
+            // A revocation or rotation made on another replica reaches this stream within a
+            // heartbeat.
+            ensure_still_valid(state, agent, credential_hash).await?;
             state
                 .store
                 .touch_agent(agent.id, now, None)
@@ -345,14 +398,21 @@ async fn handle_message(
                         "credential_stored must carry this agent's new credential",
                     )
                 })?;
-            complete_rotation(state, agent, secret).await?;
+            if complete_rotation(state, agent, secret).await? {
+                // This stream goes on with the new credential; any other logged in with the old.
+                *credential_hash = secrets::hash(secret);
+                let ended = registration.end_others();
+                if ended > 0 {
+                    tracing::warn!(agent_id = %agent.id, ended, "closed other streams of a rotated agent");
+                }
+            }
             Ok(None)
         }
         Some(AgentKind::Report(report)) => {
             let report_id = report.report_id.clone();
             // Another replica may have revoked the agent while this stream was open: nothing
             // from a revoked agent is stored.
-            ensure_not_revoked(state, agent).await?;
+            ensure_still_valid(state, agent, credential_hash).await?;
             state
                 .store
                 .touch_agent(agent.id, now, None)

@@ -1853,6 +1853,25 @@ async fn agents_are_revoked_within_scope(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::Conflict(_))
     ));
+    // A report that raced the revocation is refused, never stored.
+    assert!(matches!(
+        store
+            .ingest_report(&report(
+                a.id,
+                agent,
+                vec![result("x.y", Status::Fail, now())]
+            ))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .latest_results(&TenantScope::All, a.id)
+            .await
+            .expect("a")
+            .is_empty(),
+        "nothing of a revoked agent's report is stored"
+    );
 }
 
 async fn a_credential_rotation_completes_only_with_the_pending_hash(store: Arc<dyn Store>) {
@@ -1876,22 +1895,58 @@ async fn a_credential_rotation_completes_only_with_the_pending_hash(store: Arc<d
         .begin_credential_rotation(&TenantScope::All, a.id, agent, &first)
         .await
         .expect("rotation starts");
-    store
+    // The agent may have stored the first credential and lost only its confirmation: a second
+    // rotation must not replace it.
+    match store
         .begin_credential_rotation(&TenantScope::Only(vec![a.id]), a.id, agent, &second)
         .await
-        .expect("a newer rotation replaces the pending one");
+    {
+        Err(StoreError::Conflict(message)) => assert!(
+            message.contains("already waiting for the agent's confirmation"),
+            "{message}"
+        ),
+        other => panic!("a pending rotation is never replaced: {other:?}"),
+    }
     let stored = store.agent_credential(agent).await.expect("agent");
     assert_eq!(
         stored.credential_hash, original,
         "the old one works until confirmed"
     );
-    assert_eq!(stored.pending_credential_hash, Some(second.clone()));
+    assert_eq!(stored.pending_credential_hash, Some(first.clone()));
+
+    // The agent came back with its current credential: the first rotation is dropped, only
+    // when it is still the pending one, and a new one can start.
+    assert!(
+        !store
+            .discard_pending_credential(agent, &second)
+            .await
+            .expect("no database error"),
+        "another pending credential is not dropped"
+    );
+    assert!(
+        store
+            .discard_pending_credential(agent, &first)
+            .await
+            .expect("no database error")
+    );
+    assert_eq!(
+        store
+            .agent_credential(agent)
+            .await
+            .expect("agent")
+            .pending_credential_hash,
+        None
+    );
+    store
+        .begin_credential_rotation(&TenantScope::Only(vec![a.id]), a.id, agent, &second)
+        .await
+        .expect("a rotation starts once the dropped one is gone");
     assert!(
         !store
             .complete_credential_rotation(agent, &first, now())
             .await
             .expect("no database error"),
-        "a superseded credential is not promoted"
+        "a dropped credential is not promoted"
     );
     assert!(
         store
@@ -1909,4 +1964,23 @@ async fn a_credential_rotation_completes_only_with_the_pending_hash(store: Arc<d
             .expect("no database error"),
         "completing twice changes nothing"
     );
+    assert!(
+        !store
+            .discard_pending_credential(agent, &second)
+            .await
+            .expect("no database error"),
+        "a completed rotation is not dropped"
+    );
+    assert_eq!(
+        store
+            .agent_credential(agent)
+            .await
+            .expect("agent")
+            .credential_hash,
+        second
+    );
+    store
+        .begin_credential_rotation(&TenantScope::All, a.id, agent, &first)
+        .await
+        .expect("the next rotation starts after a completed one");
 }

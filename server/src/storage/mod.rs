@@ -96,9 +96,9 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<Agent, StoreError>;
     /// Starts a credential rotation: `pending_hash` is accepted besides the current credential
-    /// until [`complete_credential_rotation`](Store::complete_credential_rotation). A newer
-    /// rotation replaces a pending one. `NotFound` as for `revoke_agent`; `Conflict` when the
-    /// agent is revoked.
+    /// until [`complete_credential_rotation`](Store::complete_credential_rotation). A pending
+    /// rotation is never replaced: the agent may already hold its credential. `NotFound` as for
+    /// `revoke_agent`; `Conflict` when the agent is revoked or a rotation is pending.
     async fn begin_credential_rotation(
         &self,
         scope: &TenantScope,
@@ -115,6 +115,14 @@ pub trait Store: Send + Sync + 'static {
         agent: AgentId,
         pending_hash: &[u8],
         at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Drops the pending credential with this hash, for an agent that logged in with its
+    /// current one and so evidently never stored the new one. `false` (and nothing changes)
+    /// when that rotation is no longer pending.
+    async fn discard_pending_credential(
+        &self,
+        agent: AgentId,
+        pending_hash: &[u8],
     ) -> Result<bool, StoreError>;
     /// The agents of a tenant, in enrollment order.
     async fn list_agents(
@@ -295,4 +303,12 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     } else {
         Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
     }
+}
+
+/// The `Conflict` message of a rotation begun while another waits for the agent's confirmation.
+fn pending_rotation_message(agent: AgentId) -> String {
+    format!(
+        "a rotation of agent {agent}'s credential is already waiting for the agent's confirmation; \
+         it is dropped when the agent reconnects with its current credential, then try again"
+    )
 }

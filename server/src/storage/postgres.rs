@@ -696,11 +696,19 @@ impl Store for PostgresStore {
                 "agent {agent} is revoked; enroll it again"
             )));
         }
-        sqlx::query("UPDATE agents SET pending_credential_hash = $1 WHERE id = $2")
-            .bind(pending_hash)
-            .bind(agent.0)
-            .execute(&mut *tx)
-            .await?;
+        // Never replaces a pending credential: the agent may have stored it already and lost
+        // only its confirmation.
+        let started = sqlx::query(
+            "UPDATE agents SET pending_credential_hash = $1 \
+             WHERE id = $2 AND pending_credential_hash IS NULL",
+        )
+        .bind(pending_hash)
+        .bind(agent.0)
+        .execute(&mut *tx)
+        .await?;
+        if started.rows_affected() == 0 {
+            return Err(StoreError::Conflict(super::pending_rotation_message(agent)));
+        }
         tx.commit().await?;
         Ok(found)
     }
@@ -719,6 +727,22 @@ impl Store for PostgresStore {
         .bind(agent.0)
         .bind(pending_hash)
         .bind(instant(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn discard_pending_credential(
+        &self,
+        agent: AgentId,
+        pending_hash: &[u8],
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agents SET pending_credential_hash = NULL \
+             WHERE id = $1 AND pending_credential_hash = $2",
+        )
+        .bind(agent.0)
+        .bind(pending_hash)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -809,10 +833,14 @@ impl Store for PostgresStore {
     async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError> {
         check_unique_checks(report)?;
         let mut tx = self.pool.begin().await?;
-        let owner: Option<(Uuid,)> = sqlx::query_as("SELECT tenant_id FROM agents WHERE id = $1")
-            .bind(report.agent_id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // FOR SHARE: a revocation racing this report waits for it, and a revoked agent's
+        // report is never stored.
+        let owner: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT tenant_id FROM agents WHERE id = $1 AND revoked_at IS NULL FOR SHARE",
+        )
+        .bind(report.agent_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
         if owner.is_none_or(|(t,)| t != report.tenant_id.0) {
             return Err(StoreError::NotFound);
         }

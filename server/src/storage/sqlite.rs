@@ -831,11 +831,19 @@ impl Store for SqliteStore {
                 "agent {agent} is revoked; enroll it again"
             )));
         }
-        sqlx::query("UPDATE agents SET pending_credential_hash = ?1 WHERE id = ?2")
-            .bind(pending_hash)
-            .bind(id_text(&agent.0))
-            .execute(&mut *tx)
-            .await?;
+        // Never replaces a pending credential: the agent may have stored it already and lost
+        // only its confirmation.
+        let started = sqlx::query(
+            "UPDATE agents SET pending_credential_hash = ?1 \
+             WHERE id = ?2 AND pending_credential_hash IS NULL",
+        )
+        .bind(pending_hash)
+        .bind(id_text(&agent.0))
+        .execute(&mut *tx)
+        .await?;
+        if started.rows_affected() == 0 {
+            return Err(StoreError::Conflict(super::pending_rotation_message(agent)));
+        }
         tx.commit().await?;
         Ok(found)
     }
@@ -855,6 +863,24 @@ impl Store for SqliteStore {
         .bind(id_text(&agent.0))
         .bind(pending_hash)
         .bind(micros(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn discard_pending_credential(
+        &self,
+        agent: AgentId,
+        pending_hash: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE agents SET pending_credential_hash = NULL \
+             WHERE id = ?1 AND pending_credential_hash = ?2",
+        )
+        .bind(id_text(&agent.0))
+        .bind(pending_hash)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -947,10 +973,12 @@ impl Store for SqliteStore {
         let tenant_id = id_text(&report.tenant_id.0);
 
         let mut tx = self.begin_write().await?;
-        let owner: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM agents WHERE id = ?1")
-            .bind(&agent_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // A revoked agent's report is never stored, even one racing the revocation.
+        let owner: Option<(String,)> =
+            sqlx::query_as("SELECT tenant_id FROM agents WHERE id = ?1 AND revoked_at IS NULL")
+                .bind(&agent_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if owner.is_none_or(|(t,)| t != tenant_id) {
             return Err(StoreError::NotFound);
         }

@@ -479,11 +479,11 @@ impl Config {
         };
         // Each token with an unknown key id may cause a fetch: without a floor, made-up key
         // ids would make the server fetch the JWKS for every request.
-        if self.oidc_jwks_refetch_seconds < 10 {
+        if self.oidc_jwks_refetch_seconds < 1 {
             return Err(ConfigError {
                 setting: "--oidc-jwks-refetch-seconds / WBH_OIDC_JWKS_REFETCH_SECONDS",
                 problem: format!(
-                    "{} is too short; use 10 seconds or more (60 by default)",
+                    "{} is too short; use 1 second or more (60 by default)",
                     self.oidc_jwks_refetch_seconds
                 ),
             });

@@ -320,7 +320,7 @@ async fn oidc_key_rotation_needs_no_restart() -> anyhow::Result<()> {
     let old = SigningKey::ec("2026-old")?;
     let new = SigningKey::ec("2026-new")?;
     let next = SigningKey::ec("2027")?;
-    let w = oidc_world(&[&old], 0).await?;
+    let w = oidc_world(&[&old], 1).await?;
     let server = &w.server;
     let claims = w.idp.claims("tech-subject", &["WBHealth.Tech.A"]);
     let (s, _) = server
@@ -337,8 +337,10 @@ async fn oidc_key_rotation_needs_no_restart() -> anyhow::Result<()> {
         "a known key needs no fetch"
     );
 
-    // The provider publishes a new key and signs with it: the unknown kid refetches.
+    // The provider publishes a new key and signs with it: the unknown kid refetches (once the
+    // one-second floor between fetches has passed).
     w.idp.serve_keys(&[&old, &new]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (s, body) = server
         .call_as(Some(&new.sign(&claims)?), Method::GET, "/tenants", None)
         .await?;
@@ -347,6 +349,7 @@ async fn oidc_key_rotation_needs_no_restart() -> anyhow::Result<()> {
 
     // The old key is withdrawn; the next fetch (here caused by yet another new key) drops it.
     w.idp.serve_keys(&[&new, &next]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (s, _) = server
         .call_as(Some(&next.sign(&claims)?), Method::GET, "/tenants", None)
         .await?;
@@ -520,6 +523,34 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
         .await?;
     assert_eq!(s, 200, "another session of the user still works");
 
+    // A new password (after a compromise, say) ends every session signed in with the old one;
+    // signing in with the new one works.
+    let new_password = "alice's new long password";
+    let (s, body) = server
+        .call(
+            Method::PUT,
+            &format!("/users/{user}/password"),
+            Some(json!({"password": new_password})),
+        )
+        .await?;
+    assert_eq!(s, 204, "{body}");
+    let (s, _) = server
+        .call_as(Some(&second), Method::GET, "/tenants", None)
+        .await?;
+    assert_eq!(
+        s, 401,
+        "a session from before the password change is refused"
+    );
+    let (s, old) = server.sign_in("alice@msp.example", password).await?;
+    assert_eq!(s, 401, "{old}");
+    let (s, fresh) = server.sign_in("alice@msp.example", new_password).await?;
+    assert_eq!(s, 200, "{fresh}");
+    let third = fresh["token"].as_str().context("token")?.to_owned();
+    let (s, _) = server
+        .call_as(Some(&third), Method::GET, "/tenants", None)
+        .await?;
+    assert_eq!(s, 200, "a session after the change works");
+
     // Sign-in and sign-out are in the audit log, under the user.
     let log = server
         .get(&format!("/audit-events?principal_id={user}"))
@@ -537,7 +568,8 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
             "user.signed_in",
             "enrollment_token.created",
             "user.signed_in",
-            "user.signed_out"
+            "user.signed_out",
+            "user.signed_in"
         ],
         "{log:#}"
     );
@@ -556,14 +588,14 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
     };
     let disabled = disable(true).await?;
     assert!(disabled["disabled_at"].is_string(), "{disabled}");
-    let (s, _) = get_from(&server, 42, &second, "/tenants").await?;
+    let (s, _) = get_from(&server, 42, &third, "/tenants").await?;
     assert_eq!(s, 401, "a disabled user's token is refused");
-    let (s, _) = server.sign_in("alice@msp.example", password).await?;
+    let (s, _) = server.sign_in("alice@msp.example", new_password).await?;
     assert_eq!(s, 401, "a disabled user cannot sign in");
     let enabled = disable(false).await?;
     assert!(enabled["disabled_at"].is_null(), "{enabled}");
     let (s, _) = server
-        .call_as(Some(&second), Method::GET, "/tenants", None)
+        .call_as(Some(&third), Method::GET, "/tenants", None)
         .await?;
     assert_eq!(s, 200);
 
@@ -572,7 +604,7 @@ async fn session_tokens_follow_the_user_record_and_sign_out() -> anyhow::Result<
         .call(Method::DELETE, &format!("/users/{user}"), None)
         .await?;
     assert_eq!(s, 204);
-    let (s, _) = get_from(&server, 41, &second, "/tenants").await?;
+    let (s, _) = get_from(&server, 41, &third, "/tenants").await?;
     assert_eq!(s, 401, "a deleted user's token is refused");
 
     // Forged and damaged session tokens, all refused alike.

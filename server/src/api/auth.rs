@@ -399,6 +399,17 @@ async fn session_principal(
         Err(e) => return Err(Error::from_store(e, "session token")),
     }
     let user = match state.store.user(claims.user).await {
+        Ok(user)
+            if user
+                .sessions_valid_after
+                .is_some_and(|after| claims.issued_at < after) =>
+        {
+            return Err(failed(
+                state,
+                client_ip,
+                &"session token issued before the user's password last changed",
+            ));
+        }
         Ok(user) if user.disabled_at.is_none() => user,
         Ok(_) => {
             return Err(failed(

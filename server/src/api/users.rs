@@ -341,9 +341,15 @@ async fn set_user_password(
         ),
         None => None,
     };
+    // Sessions signed in before now end: a password reset after a compromise must lock out
+    // whoever held the old one. (Microseconds, as the databases keep them.)
+    let now = OffsetDateTime::now_utc();
+    let sessions_valid_after = now
+        .replace_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now);
     state
         .store
-        .set_user_password(id, hash)
+        .set_user_password(id, hash, sessions_valid_after)
         .await
         .map_err(|e| Error::from_store(e, format_args!("user {id}")))?;
     audit::record(

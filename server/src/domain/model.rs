@@ -315,6 +315,9 @@ pub struct User {
     /// When it was disabled, if it is: it can then neither sign in nor use its session tokens
     /// or API keys.
     pub disabled_at: Option<OffsetDateTime>,
+    /// Session tokens issued before this instant are refused: the last time its password was
+    /// set or cleared.
+    pub sessions_valid_after: Option<OffsetDateTime>,
 }
 
 /// What is needed to create a user.

@@ -32,6 +32,10 @@ struct Claims {
     sub: Uuid,
     jti: Uuid,
     iat: i64,
+    /// `iat` in microseconds: a password change in the same second as a sign-in must tell
+    /// whether the token came before or after it.
+    #[serde(default)]
+    iat_us: i64,
     nbf: i64,
     exp: i64,
 }
@@ -43,6 +47,8 @@ pub struct SessionClaims {
     pub user: UserId,
     /// The token's own id, which signing out revokes.
     pub jti: Uuid,
+    /// When it was issued (to the microsecond).
+    pub issued_at: OffsetDateTime,
     /// When it stops working.
     pub expires_at: OffsetDateTime,
 }
@@ -98,6 +104,7 @@ impl SessionTokens {
             sub: user.0,
             jti,
             iat: now.unix_timestamp(),
+            iat_us: i64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX),
             nbf: now.unix_timestamp(),
             exp: expires_at.unix_timestamp(),
         };
@@ -118,6 +125,12 @@ impl SessionTokens {
         Ok(SessionClaims {
             user: UserId(claims.sub),
             jti: claims.jti,
+            issued_at: if claims.iat_us != 0 {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(claims.iat_us) * 1000)
+            } else {
+                OffsetDateTime::from_unix_timestamp(claims.iat)
+            }
+            .map_err(|_| Refused(jsonwebtoken::errors::ErrorKind::InvalidToken.into()))?,
             expires_at: OffsetDateTime::from_unix_timestamp(claims.exp)
                 .map_err(|_| Refused(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into()))?,
         })

@@ -1635,23 +1635,28 @@ async fn users_sign_in_by_name_and_are_deleted(store: Arc<dyn Store>) {
         (bob.clone(), None),
         "a new user has no password"
     );
+    let changed = now();
     store
-        .set_user_password(bob.id, Some("$argon2id$stand-in".to_owned()))
+        .set_user_password(bob.id, Some("$argon2id$stand-in".to_owned()), changed)
         .await
         .expect("set password");
+    let (read, hash) = store
+        .user_by_name("bob@msp.example")
+        .await
+        .expect("by name");
+    assert_eq!(hash.as_deref(), Some("$argon2id$stand-in"));
     assert_eq!(
-        store
-            .user_by_name("bob@msp.example")
-            .await
-            .expect("by name"),
-        (bob.clone(), Some("$argon2id$stand-in".to_owned()))
+        read.sessions_valid_after,
+        Some(changed),
+        "sessions before it end"
     );
+    let bob = read;
     assert!(matches!(
         store.user_by_name("BOB@msp.example").await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.set_user_password(UserId::new(), None).await,
+        store.set_user_password(UserId::new(), None, now()).await,
         Err(StoreError::NotFound)
     ));
 

@@ -261,11 +261,13 @@ pub trait Store: Send + Sync + 'static {
         id: UserId,
         at: Option<OffsetDateTime>,
     ) -> Result<User, StoreError>;
-    /// Sets or clears a user's password hash (an argon2id PHC string).
+    /// Sets or clears a user's password hash (an argon2id PHC string); session tokens issued
+    /// before `sessions_valid_after` stop working.
     async fn set_user_password(
         &self,
         id: UserId,
         password_hash: Option<String>,
+        sessions_valid_after: OffsetDateTime,
     ) -> Result<(), StoreError>;
     /// The user with this name and its password hash, for signing in; `NotFound` when no user
     /// has the name.

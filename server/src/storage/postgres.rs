@@ -400,9 +400,10 @@ struct UserRow {
     role: String,
     created_at: OffsetDateTime,
     disabled_at: Option<OffsetDateTime>,
+    sessions_valid_after: Option<OffsetDateTime>,
 }
 
-const USER_COLUMNS: &str = "id, name, role, created_at, disabled_at";
+const USER_COLUMNS: &str = "id, name, role, created_at, disabled_at, sessions_valid_after";
 
 impl UserRow {
     fn into_domain(self, tenants: Vec<TenantId>) -> Result<User, StoreError> {
@@ -413,6 +414,7 @@ impl UserRow {
             tenants,
             created_at: self.created_at,
             disabled_at: self.disabled_at,
+            sessions_valid_after: self.sessions_valid_after,
         })
     }
 }
@@ -1487,12 +1489,16 @@ impl Store for PostgresStore {
         &self,
         id: UserId,
         password_hash: Option<String>,
+        sessions_valid_after: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-            .bind(id.0)
-            .bind(password_hash)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $2, sessions_valid_after = $3 WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(password_hash)
+        .bind(sessions_valid_after)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

@@ -521,9 +521,10 @@ struct UserRow {
     role: String,
     created_at: i64,
     disabled_at: Option<i64>,
+    sessions_valid_after: Option<i64>,
 }
 
-const USER_COLUMNS: &str = "id, name, role, created_at, disabled_at";
+const USER_COLUMNS: &str = "id, name, role, created_at, disabled_at, sessions_valid_after";
 
 impl UserRow {
     fn into_domain(self, tenants: Vec<TenantId>) -> Result<User, StoreError> {
@@ -534,6 +535,10 @@ impl UserRow {
             tenants,
             created_at: instant_of(self.created_at, "user created_at")?,
             disabled_at: opt_instant_of(self.disabled_at, "user disabled_at")?,
+            sessions_valid_after: opt_instant_of(
+                self.sessions_valid_after,
+                "user sessions_valid_after",
+            )?,
         })
     }
 }
@@ -1576,13 +1581,17 @@ impl Store for SqliteStore {
         &self,
         id: UserId,
         password_hash: Option<String>,
+        sessions_valid_after: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE users SET password_hash = ?2 WHERE id = ?1")
-            .bind(id_text(&id.0))
-            .bind(password_hash)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?2, sessions_valid_after = ?3 WHERE id = ?1",
+        )
+        .bind(id_text(&id.0))
+        .bind(password_hash)
+        .bind(micros(sessions_valid_after))
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

@@ -233,7 +233,7 @@ impl FakeIdp {
         config.oidc_audience = vec![AUDIENCE.to_owned()];
         config.oidc_ca_file = Some(self.ca.pem_path().to_owned());
         config.oidc_role_map = Some(role_map);
-        config.oidc_jwks_refetch_seconds = 0;
+        config.oidc_jwks_refetch_seconds = 1;
     }
 }
 

@@ -733,6 +733,28 @@ async fn api_keys_a_user_creates_never_outrank_or_outlive_the_user() -> anyhow::
     let mut both = vec![a.clone(), b.clone()];
     both.sort();
     assert_eq!(tenants_of(&key).await?, both);
+    // A key made with a key the user owns belongs to the user as well.
+    let (s, admin_key) = server
+        .call_as(
+            Some(&session),
+            Method::POST,
+            "/api-keys",
+            Some(json!({"name": "admin script", "role": "administrator"})),
+        )
+        .await?;
+    assert_eq!(s, 201, "{admin_key}");
+    let admin_key = admin_key["key"].as_str().context("key")?.to_owned();
+    let (s, grandchild) = server
+        .call_as(
+            Some(&admin_key),
+            Method::POST,
+            "/api-keys",
+            Some(new_key.clone()),
+        )
+        .await?;
+    assert_eq!(s, 201, "{grandchild}");
+    let grandchild = grandchild["key"].as_str().context("key")?.to_owned();
+    assert_eq!(tenants_of(&grandchild).await?, both);
 
     // The owner is demoted to a technician of A: the key sees A only.
     let demote = async |role: &str| {
@@ -748,6 +770,11 @@ async fn api_keys_a_user_creates_never_outrank_or_outlive_the_user() -> anyhow::
     };
     demote("technician").await?;
     assert_eq!(tenants_of(&key).await?, vec![a.clone()]);
+    assert_eq!(
+        tenants_of(&grandchild).await?,
+        vec![a.clone()],
+        "so is a key made with the user's key"
+    );
     let (s, _) = server
         .call_as(
             Some(&key),

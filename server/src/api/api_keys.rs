@@ -13,13 +13,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::audit;
-use super::auth::{Principal, PrincipalKind};
+use super::auth::Principal;
 use super::page::{PageQuery, encode};
 use super::problem::{Json, Path, Problem, Query};
 use crate::AppState;
-use crate::domain::{
-    ApiKey, ApiKeyId, AuditAction, NewApiKey, Operation, Role, TenantId, UserId, secrets,
-};
+use crate::domain::{ApiKey, ApiKeyId, AuditAction, NewApiKey, Operation, Role, TenantId, secrets};
 use crate::error::Error;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -252,14 +250,11 @@ async fn create_api_key(
         })
         .await
         .map_err(|e| Error::from_store(e, "a tenant in tenant_ids"))?;
-    if principal.kind == PrincipalKind::User {
-        // The key belongs to the signed-in user: it dies with the user and never does more
-        // than the user may. Its secret is not out yet, so a failure here leaves nothing usable.
-        if let Err(e) = state
-            .store
-            .set_api_key_owner(key.id, UserId(principal.id))
-            .await
-        {
+    if let Some(owner) = principal.owner {
+        // The key belongs to the user the caller acts for (signed in, or through a key that
+        // user owns): it dies with the user and never does more than the user may. Its secret
+        // is not out yet, so a failure here leaves nothing usable.
+        if let Err(e) = state.store.set_api_key_owner(key.id, owner).await {
             let _ = state
                 .store
                 .revoke_api_key(key.id, OffsetDateTime::now_utc())

@@ -72,6 +72,9 @@ pub struct Principal {
     pub session: Option<SessionClaims>,
     /// For an API key a user created, that user's role now: the key never does more.
     pub ceiling: Option<Role>,
+    /// The local user this principal acts for: the signed-in user, or the user who owns the
+    /// API key. Keys it creates belong to that user too.
+    pub owner: Option<crate::domain::UserId>,
 }
 
 /// The scope of a role with these assignments.
@@ -95,11 +98,13 @@ impl Principal {
             client_ip,
             session: None,
             ceiling: None,
+            owner: None,
         }
     }
 
     /// The principal of an authenticated user, with its role and tenants as stored.
     pub fn from_user(user: User, client_ip: Option<IpAddr>) -> Self {
+        let user_id = user.id;
         Self {
             id: user.id.0,
             kind: PrincipalKind::User,
@@ -110,6 +115,7 @@ impl Principal {
             client_ip,
             session: None,
             ceiling: None,
+            owner: Some(user_id),
         }
     }
 
@@ -125,12 +131,14 @@ impl Principal {
             client_ip,
             session: None,
             ceiling: None,
+            owner: None,
         }
     }
 
     /// Limits an API key to what its owner, as the store has the user now, may do and see.
     pub fn cap_to_owner(&mut self, owner: User) {
         self.ceiling = Some(owner.role);
+        self.owner = Some(owner.id);
         let owner_scope = scope_of(owner.role, owner.tenants);
         self.scope = match (
             std::mem::replace(&mut self.scope, TenantScope::All),

@@ -207,6 +207,7 @@ pub async fn enroll(
         agent_id: response.agent_id,
         tenant_id: response.tenant_id,
         credential: SecretString::from(response.credential),
+        previous_credential: None,
         client_tls,
     })
 }
@@ -338,8 +339,13 @@ async fn schedule(
 
 async fn stay_connected(shared: &Shared) {
     let mut backoff = Duration::from_secs(1);
+    // Whether the last refusal made the agent swap credentials: both refused means waiting.
+    let mut just_swapped = false;
     loop {
         let result = session(shared).await;
+        if result.is_ok() {
+            just_swapped = false;
+        }
         match result {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(ClientError::Status(status))
@@ -348,8 +354,19 @@ async fn stay_connected(shared: &Shared) {
                     tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
                 ) =>
             {
-                tracing::error!(reason = %status.message(), "the server refused this agent's credential; retrying slowly");
-                backoff = MAX_BACKOFF;
+                if swap_in_previous_credential(shared) && !just_swapped {
+                    // The server dropped a rotation it never saw confirmed: the old
+                    // credential is still the current one there.
+                    tracing::warn!(reason = %status.message(), "the server refused the rotated credential; trying the previous one");
+                    backoff = Duration::from_secs(1);
+                    just_swapped = true;
+                    let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+                    tokio::time::sleep(jittered).await;
+                    continue;
+                } else {
+                    tracing::error!(reason = %status.message(), "the server refused this agent's credential; retrying slowly");
+                    backoff = MAX_BACKOFF;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "session lost")
@@ -359,6 +376,45 @@ async fn stay_connected(shared: &Shared) {
         let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
         tokio::time::sleep(jittered).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Swaps the current credential with the one from before the last rotation, if one is kept
+/// (keeping both: a refusal for another reason must not lose the newer one), and stores that.
+fn swap_in_previous_credential(shared: &Shared) -> bool {
+    let mut identity = lock(&shared.identity);
+    let Some(previous) = identity.previous_credential.clone() else {
+        return false;
+    };
+    let mut next = identity.clone();
+    next.previous_credential = Some(next.credential.clone());
+    next.credential = previous;
+    match next.save(&shared.settings.state_dir) {
+        Ok(()) => {
+            *identity = next;
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store the previous credential");
+            false
+        }
+    }
+}
+
+/// Forgets the credential from before the last rotation once the server has accepted the
+/// current one (accepting it completes the rotation there).
+fn forget_previous_credential(shared: &Shared) {
+    let mut identity = lock(&shared.identity);
+    if identity.previous_credential.is_none() {
+        return;
+    }
+    let mut next = identity.clone();
+    next.previous_credential = None;
+    match next.save(&shared.settings.state_dir) {
+        Ok(()) => *identity = next,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot forget the previous credential; will try again")
+        }
     }
 }
 
@@ -414,6 +470,7 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
     .await?;
     let mut inbound = client.session(request).await?.into_inner();
     tracing::info!(server = %current.server_url, "connected");
+    let mut accepted = false;
 
     let mut sent: HashSet<String> = HashSet::new();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -424,6 +481,13 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
         tokio::select! {
             message = inbound.message() => {
                 let Some(message) = message? else { return Err(ClientError::Closed) };
+                if !accepted {
+                    // A message means the server accepted this session's credential.
+                    accepted = true;
+                    if current.previous_credential.is_some() {
+                        forget_previous_credential(shared);
+                    }
+                }
                 match message.kind {
                     Some(ServerKind::Ack(ack)) => {
                         spool.remove(&ack.report_id)?;
@@ -447,7 +511,8 @@ async fn session(shared: &Shared) -> Result<(), ClientError> {
                     Some(ServerKind::RunNow(_)) => run_now.notify_one(),
                     Some(ServerKind::RotateCredential(rotate)) => {
                         let credential = rotate.credential;
-                        let mut next = current.clone();
+                        let mut next = lock(identity).clone();
+                        next.previous_credential = Some(next.credential.clone());
                         next.credential = SecretString::from(credential.clone());
                         // Stored before it is confirmed: the server refuses the old credential
                         // once it has the confirmation. Should saving fail, the old one keeps

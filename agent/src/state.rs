@@ -18,6 +18,10 @@ pub struct Identity {
     pub tenant_id: String,
     /// The credential it presents on every session.
     pub credential: SecretString,
+    /// The credential before the last rotation, until the server has accepted the new one: a
+    /// rotation the server dropped (its confirmation lost) leaves the old one current, and the
+    /// agent falls back to it instead of being locked out.
+    pub previous_credential: Option<SecretString>,
     /// With mutual TLS: the client certificate the server issued (PEM) and its private key,
     /// generated on this machine.
     pub client_tls: Option<ClientTls>,
@@ -38,6 +42,8 @@ struct Stored {
     agent_id: String,
     tenant_id: String,
     credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_credential: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_cert_pem: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +90,7 @@ impl Identity {
             agent_id: stored.agent_id,
             tenant_id: stored.tenant_id,
             credential: SecretString::from(stored.credential),
+            previous_credential: stored.previous_credential.map(SecretString::from),
             client_tls: match (stored.client_cert_pem, stored.client_key_pem) {
                 (Some(cert_pem), Some(key_pem)) => Some(ClientTls {
                     cert_pem,
@@ -108,6 +115,10 @@ impl Identity {
             agent_id: self.agent_id.clone(),
             tenant_id: self.tenant_id.clone(),
             credential: self.credential.expose_secret().to_owned(),
+            previous_credential: self
+                .previous_credential
+                .as_ref()
+                .map(|c| c.expose_secret().to_owned()),
             client_cert_pem: self.client_tls.as_ref().map(|t| t.cert_pem.clone()),
             client_key_pem: self
                 .client_tls
@@ -164,6 +175,7 @@ mod tests {
             agent_id: "a".into(),
             tenant_id: "t".into(),
             credential: SecretString::from("secret".to_owned()),
+            previous_credential: Some(SecretString::from("older".to_owned())),
             client_tls: None,
         };
         id.save(dir.path()).expect("save");

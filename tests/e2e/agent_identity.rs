@@ -691,3 +691,58 @@ async fn a_revocation_made_by_another_replica_ends_the_stream_at_the_next_heartb
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     Ok(())
 }
+
+/// An agent whose stored credential the server no longer knows (a rotation it saved but the
+/// server dropped, its confirmation lost) falls back to the credential it kept from before
+/// the rotation, reports, and then forgets the one the server refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_falls_back_to_its_previous_credential_when_a_rotation_was_dropped()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(&sqlite_url(&dir)).await?;
+    let tenant = server.create_tenant("Contoso").await?;
+    let (_, token) = server.enrollment_token(&tenant, 1).await?;
+    let home = AgentHome::new(&offline_agent_config())?;
+    home.enroll(&server.grpc_url(), &token)?;
+    let real = stored_credential(&home)?;
+    let agent = real
+        .split_once('.')
+        .map(|(id, _)| id.to_owned())
+        .expect("credentials are <agent id>.<secret>");
+
+    // As the agent leaves it after saving a rotation the server then dropped.
+    let path = home
+        .config()
+        .parent()
+        .expect("the config lives in the home folder")
+        .join("state")
+        .join("agent.json");
+    let mut stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    stored["credential"] = serde_json::json!(format!("{agent}.never-confirmed"));
+    stored["previous_credential"] = serde_json::json!(real);
+    std::fs::write(&path, serde_json::to_string_pretty(&stored)?)?;
+
+    let _running = home.start()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while report_count(&server, &tenant, &agent).await? == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent reports with its previous credential"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the agent keeps the accepted credential and forgets the other",
+        || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .is_some_and(|s| {
+                    s["credential"] == real.as_str() && s.get("previous_credential").is_none()
+                })
+        },
+    )
+    .await;
+    Ok(())
+}

@@ -301,7 +301,7 @@ Synchronization Service Manager → Connectors → {connector} → Properties �
         "server.writeback_errors",
         &[
             "§3", "PERM-02", "PERM-08", "PERM-11", "PERM-12", "USR-01", "USR-02", "USR-03",
-            "USR-04", "AD-03", "AD-06", "OBJ-02", "OBJ-03", "TEN-08", "NET-01", "NET-02",
+            "USR-04", "USR-07", "AD-03", "AD-06", "OBJ-02", "OBJ-03", "TEN-08", "NET-01", "NET-02",
         ],
         "No recent writeback errors in the event log",
         "The PasswordResetService and ADSync events of the last day (31003, 31008, 31011, 31014, 32001, 32002, 32009, 32011, 32013–32015, 33001–33009 and ADSync 6329 with its HRESULT) classified into causes, each with the check that explains it.",

@@ -85,6 +85,7 @@ impl PostgresHarness {
     }
 
     async fn drop_database(self) {
+        self.assert_no_session_left_in_a_transaction().await;
         drop(self.store);
         let mut conn = PgConnection::connect_with(&self.admin)
             .await
@@ -96,6 +97,36 @@ impl PostgresHarness {
         .execute(&mut conn)
         .await
         .expect("drop the test database");
+    }
+}
+
+impl PostgresHarness {
+    /// No connection of the store sits `idle in transaction` once the test is done: such a
+    /// session would hold its locks and leave later statements on it uncommitted. A connection
+    /// on its way back to the pool may still be rolling back, so this waits a moment.
+    async fn assert_no_session_left_in_a_transaction(&self) {
+        let mut conn = PgConnection::connect_with(&self.admin)
+            .await
+            .expect("connect to WBH_TEST_DATABASE_URL");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let stuck: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+            )
+            .bind(&self.database)
+            .fetch_one(&mut conn)
+            .await
+            .expect("read pg_stat_activity");
+            if stuck == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{stuck} session(s) of the store left idle in a transaction"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -155,6 +186,7 @@ conformance!(
     graph_credentials_are_set_scoped_replaced_and_removed,
     due_cloud_tenants_are_claimed_once,
     cloud_runs_are_kept_per_tenant_and_rolled_up,
+    cancelled_writes_never_wedge_the_store,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1988,4 +2020,107 @@ async fn a_credential_rotation_completes_only_with_the_pending_hash(store: Arc<d
         .begin_credential_rotation(&TenantScope::All, a.id, agent, &first)
         .await
         .expect("the next rotation starts after a completed one");
+}
+
+/// Writes cancelled at any await point (a client that went away, a request timeout, a server
+/// shutting down) never leave a connection inside a transaction or a lock held: every write
+/// after them works, and each cancelled write happened whole or not at all.
+async fn cancelled_writes_never_wedge_the_store(store: Arc<dyn Store>) {
+    use rand::Rng;
+
+    let t = tenant(store.as_ref(), "Contoso").await;
+    let agent = enroll(store.as_ref(), t.id, "dc01").await;
+    let results_per_report = 20;
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+    for round in 0..100u32 {
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..12u32 {
+            let store = store.clone();
+            let sent = sent.clone();
+            // From "before the first await" to "well after the commit", so every await point
+            // of the write paths is hit in some round.
+            let cancel_after =
+                std::time::Duration::from_micros(rand::thread_rng().gen_range(0..2_500));
+            writers.spawn(async move {
+                let at = now();
+                let results = (0..results_per_report)
+                    .map(|i| result(&format!("check.n{i}"), Status::Fail, at))
+                    .collect();
+                let r = report(t.id, agent, results);
+                sent.lock().expect("not poisoned").push(r.id);
+                let write = async {
+                    match writer % 3 {
+                        0 => {
+                            let _ = store.ingest_report(&r).await;
+                        }
+                        1 => {
+                            let _ = store
+                                .create_tenant(NewTenant {
+                                    name: format!("tenant {round}.{writer}"),
+                                    entra_tenant_id: Uuid::new_v4(),
+                                })
+                                .await;
+                        }
+                        _ => {
+                            let hash = secrets::hash(&secrets::generate("wbh_enr_"));
+                            let created = store
+                                .create_enrollment_token(
+                                    &TenantScope::All,
+                                    NewEnrollmentToken {
+                                        tenant_id: t.id,
+                                        token_hash: hash.clone(),
+                                        description: "cancelled".to_owned(),
+                                        expires_at: now() + Duration::hours(1),
+                                        max_uses: 1,
+                                    },
+                                )
+                                .await;
+                            if created.is_ok() {
+                                let _ = store
+                                    .redeem_enrollment_token(&hash, now(), new_agent("dcx"))
+                                    .await;
+                            }
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(cancel_after, write).await;
+            });
+        }
+        while let Some(joined) = writers.join_next().await {
+            joined.expect("a writer does not panic");
+        }
+    }
+
+    // Every kind of write still works, at once and not only after a pool time-out.
+    let after = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let fresh = tenant(store.as_ref(), "Fabrikam").await;
+        let fresh_agent = enroll(store.as_ref(), fresh.id, "dc02").await;
+        let r = report(
+            fresh.id,
+            fresh_agent,
+            vec![result("network.https", Status::Pass, now())],
+        );
+        store
+            .ingest_report(&r)
+            .await
+            .expect("a report after the cancelled writes")
+    })
+    .await
+    .expect("writes after cancelled writes do not hang");
+    assert_eq!(after, IngestOutcome::Stored);
+
+    // Each report that was stored was stored whole.
+    let reports = store
+        .list_reports(&TenantScope::All, t.id, agent, page(None, 1_000))
+        .await
+        .expect("list reports");
+    assert!(reports.items.len() <= sent.lock().expect("not poisoned").len());
+    for summary in &reports.items {
+        assert_eq!(
+            summary.results, results_per_report,
+            "report {} was stored in part",
+            summary.id
+        );
+    }
 }

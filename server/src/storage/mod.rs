@@ -8,6 +8,7 @@ mod convert;
 mod error;
 mod postgres;
 mod sqlite;
+mod transaction;
 
 #[cfg(test)]
 mod conformance;

@@ -29,7 +29,7 @@ use crate::storage::convert::{
     self, STATUS_RANK_SQL, check_unique_checks, conflict_as, fetch_limit, instant, into_page,
     rejection,
 };
-use crate::storage::{Store, StoreError};
+use crate::storage::{Store, StoreError, transaction};
 
 /// Connections per server replica.
 const MAX_CONNECTIONS: u32 = 10;
@@ -57,6 +57,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A session that comes back from a request still inside a transaction is closed,
+            // never reused (`storage::transaction`).
+            .after_release(|conn, _| transaction::postgres_outside_transaction(conn))
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Open(format!("cannot connect to PostgreSQL: {e}")))?;
@@ -594,7 +597,7 @@ impl Store for PostgresStore {
         agent: NewAgent,
     ) -> Result<Result<Agent, TokenRejection>, StoreError> {
         let now = instant(now);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         // FOR UPDATE: a concurrent redemption of the same token waits here until this one
         // commits, then reads the uses this one counted.
         let token: Option<TokenRow> = sqlx::query_as(&format!(
@@ -681,7 +684,7 @@ impl Store for PostgresStore {
         agent: AgentId,
         pending_hash: &[u8],
     ) -> Result<Agent, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         // FOR UPDATE: a revocation between this read and the update below waits for us.
         let row: Option<AgentRow> = sqlx::query_as(&format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND tenant_id = $2 \
@@ -834,7 +837,7 @@ impl Store for PostgresStore {
 
     async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError> {
         check_unique_checks(report)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         // FOR SHARE: a revocation racing this report waits for it, and a revoked agent's
         // report is never stored.
         let owner: Option<(Uuid,)> = sqlx::query_as(
@@ -990,7 +993,7 @@ impl Store for PostgresStore {
     async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError> {
         let tenants = convert::distinct(new.tenants);
         let operations = convert::distinct_operations(new.operations);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         tenants_exist(&mut tx, &tenants).await?;
         let row: ApiKeyRow = sqlx::query_as(&format!(
             "INSERT INTO api_keys (id, name, role, key_hash, created_at, expires_at) \
@@ -1028,7 +1031,7 @@ impl Store for PostgresStore {
     }
 
     async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         // SHARE ROW EXCLUSIVE conflicts with itself: concurrent bootstraps take turns, and the
         // second one sees the first one's key.
         sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE")
@@ -1113,7 +1116,7 @@ impl Store for PostgresStore {
 
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         let tenants = convert::distinct(new.tenants);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         tenants_exist(&mut tx, &tenants).await?;
         let row: UserRow = sqlx::query_as(&format!(
             "INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4) \
@@ -1168,7 +1171,7 @@ impl Store for PostgresStore {
         tenants: Vec<TenantId>,
     ) -> Result<User, StoreError> {
         let tenants = convert::distinct(tenants);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         // Locks the user, so two replacements of its assignments take turns.
         sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
             .bind(id.0)
@@ -1197,7 +1200,7 @@ impl Store for PostgresStore {
         scope: &TenantScope,
         new: NewGraphCredential,
     ) -> Result<GraphCredential, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         tenant_in_scope(&mut tx, scope, new.tenant_id).await?;
         let row: CredentialRow = sqlx::query_as(&format!(
             "INSERT INTO graph_credentials \
@@ -1248,7 +1251,7 @@ impl Store for PostgresStore {
         scope: &TenantScope,
         tenant: TenantId,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         tenant_in_scope(&mut tx, scope, tenant).await?;
         let done = sqlx::query("DELETE FROM graph_credentials WHERE tenant_id = $1")
             .bind(tenant.0)
@@ -1406,7 +1409,7 @@ impl Store for PostgresStore {
         tenants: Vec<TenantId>,
     ) -> Result<User, StoreError> {
         let tenants = convert::distinct(tenants);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
             .bind(id.0)
             .fetch_optional(&mut *tx)
@@ -1435,7 +1438,7 @@ impl Store for PostgresStore {
     }
 
     async fn set_api_key_owner(&self, key: ApiKeyId, user: UserId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         sqlx::query("SELECT 1 FROM api_keys WHERE id = $1")
             .bind(key.0)
             .fetch_optional(&mut *tx)
@@ -1467,7 +1470,7 @@ impl Store for PostgresStore {
         id: UserId,
         at: Option<OffsetDateTime>,
     ) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         // Disabling twice keeps the first time.
         let done = sqlx::query(
             "UPDATE users SET disabled_at = CASE WHEN $2::timestamptz IS NULL THEN NULL \
@@ -1518,7 +1521,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         sqlx::query("DELETE FROM user_tenants WHERE user_id = $1")
             .bind(id.0)
             .execute(&mut *tx)
@@ -1541,7 +1544,7 @@ impl Store for PostgresStore {
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction::begin(&self.pool, None).await?;
         sqlx::query("DELETE FROM revoked_session_tokens WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)

@@ -44,7 +44,7 @@ use crate::storage::convert::{
     self, STATUS_RANK_SQL, check_unique_checks, conflict_as, corrupt, fetch_limit, into_page,
     rejection,
 };
-use crate::storage::{Store, StoreError};
+use crate::storage::{Store, StoreError, transaction};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,7 +82,7 @@ impl SqliteStore {
             StoreError::Open(format!("cannot open the SQLite database {url:?}: {e}"))
         };
 
-        let write = SqlitePoolOptions::new()
+        let write = pool_options(memory)
             .max_connections(1)
             .min_connections(if memory { 1 } else { 0 })
             // An in-memory database lives as long as its one connection.
@@ -110,7 +110,7 @@ impl SqliteStore {
         let read = if memory {
             write.clone()
         } else {
-            SqlitePoolOptions::new()
+            pool_options(memory)
                 .max_connections(READ_CONNECTIONS)
                 .connect_with(options)
                 .await
@@ -121,7 +121,19 @@ impl SqliteStore {
 
     /// Starts a write transaction holding the database's write lock.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+        transaction::begin(&self.write, Some("BEGIN IMMEDIATE")).await
+    }
+}
+
+/// Pool settings both pools share: a file database's connection that comes back from a
+/// request still inside a transaction is closed, never reused (`storage::transaction`). An
+/// in-memory database is not checked: closing its one connection would lose the database.
+fn pool_options(memory: bool) -> SqlitePoolOptions {
+    let options = SqlitePoolOptions::new();
+    if memory {
+        options
+    } else {
+        options.after_release(|conn, _| transaction::sqlite_outside_transaction(conn))
     }
 }
 

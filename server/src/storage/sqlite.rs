@@ -82,7 +82,7 @@ impl SqliteStore {
             StoreError::Open(format!("cannot open the SQLite database {url:?}: {e}"))
         };
 
-        let write = pool_options(memory)
+        let write = write_pool_options(memory)
             .max_connections(1)
             .min_connections(if memory { 1 } else { 0 })
             // An in-memory database lives as long as its one connection.
@@ -110,7 +110,8 @@ impl SqliteStore {
         let read = if memory {
             write.clone()
         } else {
-            pool_options(memory)
+            // Reads never begin a transaction, so they need no probe on release.
+            SqlitePoolOptions::new()
                 .max_connections(READ_CONNECTIONS)
                 .connect_with(options)
                 .await
@@ -125,10 +126,10 @@ impl SqliteStore {
     }
 }
 
-/// Pool settings both pools share: a file database's connection that comes back from a
-/// request still inside a transaction is closed, never reused (`storage::transaction`). An
-/// in-memory database is not checked: closing its one connection would lose the database.
-fn pool_options(memory: bool) -> SqlitePoolOptions {
+/// The write pool's settings: a file database's connection that comes back from a request
+/// still inside a transaction is closed, never reused (`storage::transaction`). An in-memory
+/// database is not checked: closing its one connection would lose the database.
+fn write_pool_options(memory: bool) -> SqlitePoolOptions {
     let options = SqlitePoolOptions::new();
     if memory {
         options

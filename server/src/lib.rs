@@ -4,6 +4,7 @@
 //! for people and ticketing systems, and gRPC (`grpc`) for agents. Both call into `domain`
 //! and persist through `storage`.
 
+pub mod activity;
 pub mod agent_ca;
 pub mod api;
 pub mod cloud;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod ingest;
 pub mod oidc;
 pub mod sessions;
 pub mod storage;
@@ -45,6 +47,10 @@ pub struct AppState {
     pub failed_auth: Arc<api::auth::FailedAuth>,
     /// The server's secret key: seals stored secrets, signs sessions.
     pub master_key: Arc<MasterKey>,
+    /// Stores agents' reports in group commits.
+    pub ingest: ingest::Ingest,
+    /// Last-seen and last-used times not written to the store yet.
+    pub activity: Arc<activity::Activity>,
     /// Cloud checks through Microsoft Graph.
     pub cloud: Arc<cloud::Cloud>,
     /// Issues and verifies users' session tokens (keyed from `master_key`).
@@ -53,6 +59,21 @@ pub struct AppState {
     pub oidc: Option<Arc<OidcVerifier>>,
     /// The CA that issues agents' client certificates, when mutual TLS is on.
     pub agent_ca: Option<Arc<agent_ca::AgentCa>>,
+}
+
+impl AppState {
+    /// A tenant's agents, their last-seen times as this process knows them (see `activity`).
+    pub async fn agents(
+        &self,
+        scope: &domain::TenantScope,
+        tenant: domain::TenantId,
+    ) -> Result<Vec<domain::Agent>, storage::StoreError> {
+        let agents = self.store.list_agents(scope, tenant).await?;
+        Ok(agents
+            .into_iter()
+            .map(|a| self.activity.overlay_agent(a))
+            .collect())
+    }
 }
 
 /// A server whose listeners are bound, ready to [`run`](Server::run).
@@ -111,6 +132,8 @@ impl Server {
         };
         let state = AppState {
             cloud,
+            ingest: ingest::Ingest::start(store.clone(), store.write_concurrency()),
+            activity: Arc::default(),
             store,
             sessions: Sessions::default(),
             config: Arc::new(config),
@@ -212,7 +235,10 @@ impl Server {
         let grpc = async move {
             // TCP keepalive as well (the builder's own setting is ignored for a given
             // listener), for peers that vanish without closing.
+            // No Nagle: an acknowledgement is one small frame that must leave at once (with
+            // Nagle's algorithm each waited up to 40 ms for the peer's delayed ACK).
             let incoming = tonic::transport::server::TcpIncoming::from(self.grpc)
+                .with_nodelay(Some(true))
                 .with_keepalive(Some(std::time::Duration::from_secs(60)))
                 .with_keepalive_interval(Some(std::time::Duration::from_secs(15)));
             builder
@@ -236,9 +262,17 @@ impl Server {
             sessions.close_all();
         });
 
+        let flusher = self.state.activity.clone().spawn_flusher(
+            self.state.store.clone(),
+            activity::flush_interval(self.state.config.agent_interval()),
+            cancel.clone(),
+        );
+
         let result = tokio::try_join!(http, grpc);
         cancel.cancel();
         scheduler.abort();
+        // The last flush: times noted by the streams and requests that just drained.
+        let _ = flusher.await;
         result.map(|_| ())
     }
 }

@@ -308,7 +308,11 @@ async fn list_api_keys(
         None
     };
     Ok(ResponseJson(ApiKeyPage {
-        items: page.items.into_iter().map(Into::into).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|k| state.activity.overlay_api_key(k).into())
+            .collect(),
         next_cursor,
     }))
 }
@@ -346,5 +350,5 @@ async fn revoke_api_key(
     )
     .await?;
     tracing::info!(key_id = %id, by = %principal.name, "api key revoked");
-    Ok(ResponseJson(key.into()))
+    Ok(ResponseJson(state.activity.overlay_api_key(key).into()))
 }

@@ -362,7 +362,7 @@ async fn authenticate(
     let now = OffsetDateTime::now_utc();
     let key = match state
         .store
-        .use_api_key(&secrets::hash(credential), now)
+        .api_key_by_hash(&secrets::hash(credential))
         .await
     {
         Ok(key) => key,
@@ -372,6 +372,7 @@ async fn authenticate(
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
         return Err(failed(state, client_ip, &"revoked or expired API key"));
     }
+    state.activity.api_key_used(key.id, now);
     let owner = state
         .store
         .api_key_owner(key.id)

@@ -231,8 +231,7 @@ async fn tenant_status(
         .await
         .map_err(not_found)?;
     let agents = state
-        .store
-        .list_agents(&principal.scope, id)
+        .agents(&principal.scope, id)
         .await
         .map_err(not_found)?;
     let latest = state
@@ -380,8 +379,7 @@ async fn fleet_summary(
     for tenant_id in with_agents {
         let store_error = |e| Error::from_store(e, "fleet");
         let agents = state
-            .store
-            .list_agents(&principal.scope, tenant_id)
+            .agents(&principal.scope, tenant_id)
             .await
             .map_err(store_error)?;
         if agents.is_empty() {

@@ -269,8 +269,7 @@ async fn list_agents(
     principal.require(Operation::ReadAgents)?;
     let id = TenantId(tenant_id);
     let agents = state
-        .store
-        .list_agents(&principal.scope, id)
+        .agents(&principal.scope, id)
         .await
         .map_err(|e| Error::from_store(e, format_args!("tenant {id}")))?;
     Ok(ResponseJson(
@@ -311,8 +310,7 @@ async fn run_agent_now(
     principal.require(Operation::RunAgents)?;
     let (tenant, agent) = (TenantId(tenant_id), AgentId(agent_id));
     let agents = state
-        .store
-        .list_agents(&principal.scope, tenant)
+        .agents(&principal.scope, tenant)
         .await
         .map_err(|e| Error::from_store(e, format_args!("tenant {tenant}")))?;
     if !agents.iter().any(|a| a.id == agent) {
@@ -419,8 +417,7 @@ async fn rotate_agent_credential(
     let (tenant, agent) = (TenantId(tenant_id), AgentId(agent_id));
     let what = format!("agent {agent} in tenant {tenant}");
     let agents = state
-        .store
-        .list_agents(&principal.scope, tenant)
+        .agents(&principal.scope, tenant)
         .await
         .map_err(|e| Error::from_store(e, format_args!("tenant {tenant}")))?;
     if !agents.iter().any(|a| a.id == agent) {

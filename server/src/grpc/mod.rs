@@ -380,11 +380,7 @@ async fn handle_message(
             // A revocation or rotation made on another replica reaches this stream within a
             // heartbeat.
             ensure_still_valid(state, agent, credential_hash).await?;
-            state
-                .store
-                .touch_agent(agent.id, now, None)
-                .await
-                .map_err(store_error)?;
+            state.activity.agent_seen(agent.id, now);
             Ok(None)
         }
         Some(AgentKind::CredentialStored(stored)) => {
@@ -413,11 +409,7 @@ async fn handle_message(
             // Another replica may have revoked the agent while this stream was open: nothing
             // from a revoked agent is stored.
             ensure_still_valid(state, agent, credential_hash).await?;
-            state
-                .store
-                .touch_agent(agent.id, now, None)
-                .await
-                .map_err(store_error)?;
+            state.activity.agent_seen(agent.id, now);
             let report = match convert::report(report, agent) {
                 Ok(report) => report,
                 Err(reason) => {
@@ -427,11 +419,7 @@ async fn handle_message(
                     }));
                 }
             };
-            let outcome = state
-                .store
-                .ingest_report(&report)
-                .await
-                .map_err(store_error)?;
+            let outcome = state.ingest.submit(report).await.map_err(store_error)?;
             tracing::debug!(agent_id = %agent.id, %report_id, duplicate = (outcome == IngestOutcome::Duplicate), "report stored");
             Ok(Some(ServerMessage {
                 kind: Some(ServerKind::Ack(Ack { report_id })),

@@ -187,6 +187,8 @@ conformance!(
     due_cloud_tenants_are_claimed_once,
     cloud_runs_are_kept_per_tenant_and_rolled_up,
     cancelled_writes_never_wedge_the_store,
+    activity_moves_last_seen_and_last_used_forward,
+    a_batch_of_reports_has_one_outcome_each,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2123,4 +2125,121 @@ async fn cancelled_writes_never_wedge_the_store(store: Arc<dyn Store>) {
             summary.id
         );
     }
+}
+
+/// The coalesced write of last-seen and last-used times: forward only, unknown ids skipped,
+/// and the key lookup that authentication uses writes nothing.
+async fn activity_moves_last_seen_and_last_used_forward(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let t = tenant(store, "Contoso").await;
+    let (a, b) = (
+        enroll(store, t.id, "dc01").await,
+        enroll(store, t.id, "dc02").await,
+    );
+    let secret = secrets::generate("wbh_key_");
+    let key = store
+        .create_api_key(NewApiKey {
+            name: "automation".to_owned(),
+            role: Role::Administrator,
+            tenants: Vec::new(),
+            operations: Vec::new(),
+            key_hash: secrets::hash(&secret),
+            expires_at: None,
+        })
+        .await
+        .expect("create");
+    let found = store
+        .api_key_by_hash(&secrets::hash(&secret))
+        .await
+        .expect("look up");
+    assert_eq!(found, key, "looking a key up changes nothing");
+    assert!(matches!(
+        store
+            .api_key_by_hash(&secrets::hash("wbh_key_unknown"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let at = now();
+    let later = at + Duration::minutes(1);
+    store
+        .record_activity(
+            &[(a, later), (b, at), (AgentId::new(), at)],
+            &[(key.id, at)],
+        )
+        .await
+        .expect("record");
+    // Older times than stored move nothing back.
+    store
+        .record_activity(&[(a, at)], &[(key.id, at - Duration::minutes(5))])
+        .await
+        .expect("record older");
+    store
+        .record_activity(&[], &[])
+        .await
+        .expect("record nothing");
+    let seen = |id| async move {
+        store
+            .agent_credential(id)
+            .await
+            .expect("agent")
+            .agent
+            .last_seen_at
+    };
+    assert_eq!(seen(a).await, Some(later));
+    assert_eq!(seen(b).await, Some(at));
+    let used = store
+        .api_key_by_hash(&secrets::hash(&secret))
+        .await
+        .expect("look up");
+    assert_eq!(used.last_used_at, Some(at));
+}
+
+/// Several reports stored in one call: each gets its own outcome, in order, as one at a time
+/// would have.
+async fn a_batch_of_reports_has_one_outcome_each(store: Arc<dyn Store>) {
+    let t = tenant(store.as_ref(), "Contoso").await;
+    let other = tenant(store.as_ref(), "Fabrikam").await;
+    let agent = enroll(store.as_ref(), t.id, "dc01").await;
+    let stranger = enroll(store.as_ref(), other.id, "dc02").await;
+    let at = now();
+    let first = report(t.id, agent, vec![result("network.https", Status::Pass, at)]);
+    let second = report(
+        t.id,
+        agent,
+        vec![result(
+            "network.https",
+            Status::Fail,
+            at + Duration::minutes(1),
+        )],
+    );
+    // Filed under a tenant that is not its agent's.
+    let misfiled = report(
+        t.id,
+        stranger,
+        vec![result("network.https", Status::Pass, at)],
+    );
+    let outcomes = store
+        .ingest_reports(&[first.clone(), second.clone(), first.clone(), misfiled])
+        .await
+        .expect("a batch");
+    assert_eq!(outcomes.len(), 4);
+    assert!(matches!(outcomes[0], Ok(IngestOutcome::Stored)));
+    assert!(matches!(outcomes[1], Ok(IngestOutcome::Stored)));
+    assert!(matches!(outcomes[2], Ok(IngestOutcome::Duplicate)));
+    assert!(matches!(outcomes[3], Err(StoreError::NotFound)));
+    let latest = store
+        .latest_results(&TenantScope::All, t.id)
+        .await
+        .expect("latest");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].report_id, second.id);
+    assert_eq!(
+        store
+            .ingest_reports(&[])
+            .await
+            .expect("an empty batch")
+            .len(),
+        0
+    );
 }

@@ -136,6 +136,24 @@ pub trait Store: Send + Sync + 'static {
     /// The latest result per (agent, check) moves forward only, so a late duplicate or an old
     /// report replayed from a spool never hides a newer result.
     async fn ingest_report(&self, report: &Report) -> Result<IngestOutcome, StoreError>;
+    /// Stores several reports, each as [`ingest_report`](Store::ingest_report) would, with
+    /// one outcome per report in order. An implementation may commit them in one transaction;
+    /// an `Err` then means none of them was stored.
+    async fn ingest_reports(
+        &self,
+        reports: &[Report],
+    ) -> Result<Vec<Result<IngestOutcome, StoreError>>, StoreError> {
+        let mut outcomes = Vec::with_capacity(reports.len());
+        for report in reports {
+            outcomes.push(self.ingest_report(report).await);
+        }
+        Ok(outcomes)
+    }
+    /// How many writers the store serves at once to good effect: ingest runs that many
+    /// batches side by side.
+    fn write_concurrency(&self) -> usize {
+        1
+    }
     /// An agent's stored reports, in id order (agents make time-ordered ids). `NotFound` when
     /// the tenant is out of scope or the agent is not the tenant's.
     async fn list_reports(
@@ -169,6 +187,16 @@ pub trait Store: Send + Sync + 'static {
     /// returned too; the caller decides.
     async fn use_api_key(&self, key_hash: &[u8], now: OffsetDateTime)
     -> Result<ApiKey, StoreError>;
+    /// The key with this hash, revoked and expired keys included (the caller decides); a
+    /// read only: when it was used is recorded through [`record_activity`](Store::record_activity).
+    async fn api_key_by_hash(&self, key_hash: &[u8]) -> Result<ApiKey, StoreError>;
+    /// Moves agents' `last_seen_at` and API keys' `last_used_at` forward to the given times
+    /// (never back), in one transaction. Ids that no longer exist are skipped.
+    async fn record_activity(
+        &self,
+        agents: &[(AgentId, OffsetDateTime)],
+        api_keys: &[(ApiKeyId, OffsetDateTime)],
+    ) -> Result<(), StoreError>;
     /// A page of API keys, revoked and expired ones included, in creation order.
     async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>, StoreError>;
     /// Revokes a key; revoking twice keeps the first revocation time.

@@ -1081,6 +1081,50 @@ impl Store for PostgresStore {
         row.into_domain(grants)
     }
 
+    async fn api_key_by_hash(&self, key_hash: &[u8]) -> Result<ApiKey, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row: ApiKeyRow = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let grants = key_grants(&mut conn, row.id).await?;
+        row.into_domain(grants)
+    }
+
+    async fn record_activity(
+        &self,
+        agents: &[(AgentId, OffsetDateTime)],
+        api_keys: &[(ApiKeyId, OffsetDateTime)],
+    ) -> Result<(), StoreError> {
+        let mut tx = transaction::begin(&self.pool, None).await?;
+        // One statement per table: the ids and times as arrays.
+        let (ids, times): (Vec<Uuid>, Vec<OffsetDateTime>) =
+            agents.iter().map(|(id, at)| (id.0, instant(*at))).unzip();
+        sqlx::query(
+            "UPDATE agents a SET last_seen_at = GREATEST(a.last_seen_at, v.at) \
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, at) WHERE a.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut *tx)
+        .await?;
+        let (ids, times): (Vec<Uuid>, Vec<OffsetDateTime>) =
+            api_keys.iter().map(|(id, at)| (id.0, instant(*at))).unzip();
+        sqlx::query(
+            "UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, v.at) \
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, at) WHERE k.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(

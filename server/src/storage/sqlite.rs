@@ -1186,6 +1186,47 @@ impl Store for SqliteStore {
         row.into_domain(grants)
     }
 
+    async fn api_key_by_hash(&self, key_hash: &[u8]) -> Result<ApiKey, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let row: ApiKeyRow = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let grants = key_grants(&mut conn, &row.id).await?;
+        row.into_domain(grants)
+    }
+
+    async fn record_activity(
+        &self,
+        agents: &[(AgentId, OffsetDateTime)],
+        api_keys: &[(ApiKeyId, OffsetDateTime)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for (id, at) in agents {
+            sqlx::query(
+                "UPDATE agents SET last_seen_at = MAX(COALESCE(last_seen_at, ?2), ?2) WHERE id = ?1",
+            )
+            .bind(id_text(&id.0))
+            .bind(micros(*at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (id, at) in api_keys {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, ?2), ?2) WHERE id = ?1",
+            )
+            .bind(id_text(&id.0))
+            .bind(micros(convert::instant(*at)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>, StoreError> {
         let mut conn = self.read.acquire().await?;
         let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
